@@ -1,0 +1,1 @@
+"""The MNIST assets: raw data, trained model, predictions."""

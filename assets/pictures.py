@@ -1,0 +1,88 @@
+"""Small PNG pictures for asset metadata, embedded as markdown so the Dagster UI shows them inline."""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Sequence
+
+import dagster as dg
+import numpy as np
+
+
+def _png(image: "object") -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG", optimize=True)  # type: ignore[attr-defined]
+    return buf.getvalue()
+
+
+def markdown_image(png: bytes, alt: str) -> dg.MetadataValue:
+    return dg.MetadataValue.md(f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})")
+
+
+def digit_grid(images: np.ndarray, labels: Sequence[int] | None = None, per_row: int = 10, scale: int = 2) -> bytes:
+    """A grid of digits (white on black), each with its label underneath when given."""
+    from PIL import Image, ImageDraw
+
+    n = len(images)
+    rows = (n + per_row - 1) // per_row
+    cell_w, cell_h = 28 * scale + 4, 28 * scale + (14 if labels is not None else 4)
+    sheet = Image.new("L", (per_row * cell_w, rows * cell_h), color=24)
+    draw = ImageDraw.Draw(sheet)
+    for i, img in enumerate(images):
+        x, y = (i % per_row) * cell_w + 2, (i // per_row) * cell_h + 2
+        tile = Image.fromarray(np.asarray(img, dtype=np.uint8)).resize((28 * scale, 28 * scale), Image.NEAREST)
+        sheet.paste(tile, (x, y))
+        if labels is not None:
+            draw.text((x + 28 * scale // 2 - 3, y + 28 * scale), str(labels[i]), fill=220)
+    return _png(sheet)
+
+
+def confusion_heatmap(matrix: np.ndarray, cell: int = 26) -> bytes:
+    """Confusion matrix as a heatmap: rows are true digits, columns predicted; counts in each cell."""
+    from PIL import Image, ImageDraw
+
+    m = np.asarray(matrix, dtype=float)
+    n = m.shape[0]
+    margin = 18
+    img = Image.new("RGB", (margin + n * cell, margin + n * cell), "white")
+    draw = ImageDraw.Draw(img)
+    row_totals = m.sum(1, keepdims=True)
+    share = np.divide(m, row_totals, out=np.zeros_like(m), where=row_totals > 0)
+    for i in range(n):
+        draw.text((4, margin + i * cell + cell // 3), str(i), fill="black")
+        draw.text((margin + i * cell + cell // 3, 4), str(i), fill="black")
+        for j in range(n):
+            x, y = margin + j * cell, margin + i * cell
+            if i == j:
+                shade = int(255 - 155 * share[i, j])
+                color = (shade, 255, shade)  # diagonal in green: correct
+            else:
+                shade = int(255 - min(1.0, share[i, j] * 8) * 200)
+                color = (255, shade, shade)  # off-diagonal in red: mistakes, amplified
+            draw.rectangle([x, y, x + cell - 1, y + cell - 1], fill=color, outline=(230, 230, 230))
+            if m[i, j]:
+                draw.text((x + 2, y + cell // 3), str(int(m[i, j])), fill="black")
+    return _png(img)
+
+
+def bar_chart(counts: Sequence[int], labels: Sequence[str], height: int = 80, bar: int = 22) -> bytes:
+    """A small vertical bar chart (e.g. predicted-label distribution)."""
+    from PIL import Image, ImageDraw
+
+    top = max(max(counts), 1)
+    img = Image.new("RGB", (len(counts) * bar + 4, height + 28), "white")
+    draw = ImageDraw.Draw(img)
+    for i, (count, label) in enumerate(zip(counts, labels, strict=True)):
+        h = int(height * count / top)
+        x = 2 + i * bar
+        draw.rectangle([x + 2, 2 + height - h, x + bar - 3, 2 + height], fill=(70, 110, 200))
+        draw.text((x + bar // 2 - 3, height + 5), label, fill="black")
+        draw.text((x + 1, height + 16), str(count) if count < 10000 else f"{count // 1000}k", fill="gray")
+    return _png(img)
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> dg.MetadataValue:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return dg.MetadataValue.md("\n".join(lines))

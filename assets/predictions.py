@@ -1,0 +1,78 @@
+
+import dagster as dg
+
+from resources.compute import ComputeBackend, WorkloadRequest, idempotency_key
+from resources.storage import ObjectStore, validate_name
+
+from .layout import BATCH_MARKER, CURRENT, MODELS_PREFIX, batch_prefix, predictions_prefix
+from .model import mnist_model
+from .pictures import bar_chart, markdown_image
+from .versions import SCORE_CODE_VERSION
+
+inference_batches = dg.DynamicPartitionsDefinition(name="inference_batches")
+
+
+def check_batch_id(batch_id: str) -> str:
+    validate_name(batch_id)
+    if "/" in batch_id:
+        raise dg.Failure(f"inference batch id {batch_id!r} must be a single folder name under inference/")
+    return batch_id
+
+
+@dg.asset(
+    group_name="mnist",
+    deps=[mnist_model],
+    partitions_def=inference_batches,
+    code_version=SCORE_CODE_VERSION,
+    kinds={"scikitlearn", "csv"},
+    tags={"layer": "predictions"},
+)
+def mnist_predictions(
+    context: dg.AssetExecutionContext, storage: ObjectStore, compute: ComputeBackend
+) -> dg.MaterializeResult:
+    """Predicted digits for one inference batch (one partition per folder under `inference/`).
+
+    Every image in the batch's IDX files gets a row in `predictions/<batch>/predictions.csv`: the
+    source file, the image's index in it, the predicted digit and the model's probability for it.
+    Scored with the promoted model (`models/mnist/current.json`, the last one that passed the accuracy
+    check). A batch with a file that is not an MNIST-shaped image set fails alone, with the file named,
+    and leaves any earlier predictions for that batch untouched.
+    """
+    batch_id = check_batch_id(context.partition_key)
+    if not storage.exists(f"{MODELS_PREFIX}/{CURRENT}"):
+        raise dg.Failure("No model has passed the accuracy check yet: materialize mnist_model first.")
+    model = storage.get_json(f"{MODELS_PREFIX}/{CURRENT}")
+    source = batch_prefix(batch_id)
+    objects = [o for o in storage.list(source + "/") if not o.name.endswith("/" + BATCH_MARKER)]
+    if not objects:
+        raise dg.Failure(f"inference batch {batch_id!r} has no image files under {storage.uri(source)}")
+    out = predictions_prefix(batch_id)
+    request = WorkloadRequest(
+        task="score",
+        idempotency_key=idempotency_key(context, "score"),
+        inputs={"model": model["model"], "batch": source},
+        outputs={"predictions": out},
+    )
+    result = compute.run(context, request, storage)
+    summary = storage.get_json(f"{out}/summary.json")
+    counts = [int(summary["label_counts"][str(d)]) for d in range(10)]
+    return dg.MaterializeResult(
+        metadata={
+            "images": dg.MetadataValue.int(int(summary["images"])),
+            "images_per_second": dg.MetadataValue.float(round(float(summary["images_per_second"]), 1)),
+            "mean_probability": dg.MetadataValue.float(round(float(summary["mean_probability"]), 4)),
+            "low_confidence (p < 0.5)": int(summary["low_confidence"]),
+            "label_distribution": markdown_image(bar_chart(counts, [str(d) for d in range(10)]), "predicted digits"),
+            "files": dg.MetadataValue.json(summary["files"]),
+            "model_version": model["version"],
+            "location": dg.MetadataValue.path(storage.uri(f"{out}/predictions.csv")),
+            "compute_job": result.job_id,
+        },
+        data_version=dg.DataVersion(_digest(model["version"], *(o.etag for o in objects))),
+    )
+
+
+def _digest(*parts: str) -> str:
+    import hashlib
+
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]

@@ -1,0 +1,22 @@
+"""The code location: assets, checks and jobs, wired to resources chosen by the settings."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from assets.model import mnist_model
+from assets.predictions import mnist_predictions
+from assets.raw_mnist import raw_mnist
+from orchestration.jobs import JOBS
+from orchestration.settings import Settings
+
+
+def build_definitions(settings: Settings) -> dg.Definitions:
+    return dg.Definitions(
+        assets=[raw_mnist, mnist_model, mnist_predictions],
+        jobs=JOBS,
+        resources=settings.resources(),
+    )
+
+
+defs = build_definitions(Settings.from_env())

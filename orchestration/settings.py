@@ -1,0 +1,130 @@
+"""Settings: the one place that reads the environment and chooses local or Azure implementations.
+
+Every variable the project understands is listed in `KNOWN`; a variable with a project prefix that is
+not known is an error (a typo must not silently fall back to a default).
+Secrets are never read here: they are passed to resources as `dg.EnvVar`, resolved only at run time.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import dagster as dg
+
+from resources.compute import ComputeBackend, LocalProcessBackend
+from resources.mnist_source import CANONICAL_URL, MnistSource
+from resources.quality import QualityGate
+from resources.storage import AzureBlobObjectStore, LocalObjectStore, ObjectStore
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PREFIX = "MNIST_"
+
+KNOWN: dict[str, str] = {
+    "MNIST_STORAGE": "where data lives: 'local' (default, a directory) or 'azure_blob'",
+    "MNIST_DATA_DIR": "root directory of local storage (default ./data/storage)",
+    "MNIST_COMPUTE": "where workload tasks run: 'local' (default, a subprocess)",
+    "MNIST_WORK_DIR": "scratch directory of the local compute backend (default ./data/compute)",
+    "MNIST_SOURCE": f"base URL or directory of the four MNIST files (default {CANONICAL_URL})",
+    "MNIST_SOURCE_CHECKSUMS": "explicit 'file=md5,...' for a source without an md5sums file",
+    "MNIST_MIN_ACCURACY": "held-out accuracy a model needs to be promoted (default 0.97)",
+    "AZURE_STORAGE_CONTAINER": "blob container (default 'mnist'), with MNIST_STORAGE=azure_blob",
+    "AZURE_STORAGE_ACCOUNT_URL": "e.g. https://<account>.blob.core.windows.net",
+    "AZURE_STORAGE_CONNECTION_STRING": "secret: connection string (instead of account URL + credential)",
+    "AZURE_STORAGE_KEY": "secret: account key",
+    "AZURE_STORAGE_SAS_TOKEN": "secret: SAS token",
+}
+SECRETS = ("AZURE_STORAGE_CONNECTION_STRING", "AZURE_STORAGE_KEY", "AZURE_STORAGE_SAS_TOKEN")
+
+
+class SettingsError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Settings:
+    storage: Literal["local", "azure_blob"] = "local"
+    data_dir: Path = PROJECT_ROOT / "data" / "storage"
+    compute: Literal["local"] = "local"
+    work_dir: Path = PROJECT_ROOT / "data" / "compute"
+    source: str = CANONICAL_URL
+    source_checksums: str | None = None
+    min_accuracy: float = 0.97
+    azure_container: str = "mnist"
+    azure_account_url: str | None = None
+    # Which secrets are present (names only; values stay in the environment).
+    azure_secrets: tuple[str, ...] = ()
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        unknown = sorted(k for k in env if k.startswith(PREFIX) and k not in KNOWN)
+        if unknown:
+            known = ", ".join(k for k in KNOWN if k.startswith(PREFIX))
+            raise SettingsError(f"unknown setting(s) {', '.join(unknown)}; the known {PREFIX}* settings are: {known}")
+        values: dict[str, Any] = {}
+        if storage := env.get("MNIST_STORAGE"):
+            values["storage"] = _choice("MNIST_STORAGE", storage, ("local", "azure_blob"))
+        if compute := env.get("MNIST_COMPUTE"):
+            values["compute"] = _choice("MNIST_COMPUTE", compute, ("local",))
+        if data_dir := env.get("MNIST_DATA_DIR"):
+            values["data_dir"] = Path(data_dir).expanduser()
+        if work_dir := env.get("MNIST_WORK_DIR"):
+            values["work_dir"] = Path(work_dir).expanduser()
+        if source := env.get("MNIST_SOURCE"):
+            values["source"] = source
+        if checksums := env.get("MNIST_SOURCE_CHECKSUMS"):
+            values["source_checksums"] = checksums
+        if threshold := env.get("MNIST_MIN_ACCURACY"):
+            try:
+                values["min_accuracy"] = float(threshold)
+            except ValueError:
+                raise SettingsError(f"MNIST_MIN_ACCURACY: expected a number between 0 and 1, found {threshold!r}") from None
+            if not 0 <= values["min_accuracy"] <= 1:
+                raise SettingsError(f"MNIST_MIN_ACCURACY: expected a number between 0 and 1, found {threshold!r}")
+        if container := env.get("AZURE_STORAGE_CONTAINER"):
+            values["azure_container"] = container
+        if account_url := env.get("AZURE_STORAGE_ACCOUNT_URL"):
+            values["azure_account_url"] = account_url
+        values["azure_secrets"] = tuple(s for s in SECRETS if env.get(s))
+        settings = cls(**values)
+        if settings.storage == "azure_blob" and not (
+            settings.azure_account_url or "AZURE_STORAGE_CONNECTION_STRING" in settings.azure_secrets
+        ):
+            raise SettingsError(
+                "MNIST_STORAGE=azure_blob needs AZURE_STORAGE_ACCOUNT_URL (with a key, a SAS token or an Azure "
+                "identity) or AZURE_STORAGE_CONNECTION_STRING"
+            )
+        return settings
+
+    # ---- the environment choice, made once -------------------------------------------------------
+    def object_store(self) -> ObjectStore:
+        if self.storage == "local":
+            return LocalObjectStore(root=str(self.data_dir))
+        secret = {
+            "connection_string": "AZURE_STORAGE_CONNECTION_STRING",
+            "account_key": "AZURE_STORAGE_KEY",
+            "sas_token": "AZURE_STORAGE_SAS_TOKEN",
+        }
+        chosen = {field: dg.EnvVar(var) for field, var in secret.items() if var in self.azure_secrets}
+        return AzureBlobObjectStore(container=self.azure_container, account_url=self.azure_account_url, **chosen)
+
+    def compute_backend(self) -> ComputeBackend:
+        return LocalProcessBackend(work_dir=str(self.work_dir))
+
+    def resources(self) -> dict[str, Any]:
+        return {
+            "storage": self.object_store(),
+            "compute": self.compute_backend(),
+            "mnist_source": MnistSource(location=self.source, checksums=self.source_checksums),
+            "quality": QualityGate(min_accuracy=self.min_accuracy),
+        }
+
+
+def _choice(name: str, value: str, allowed: tuple[str, ...]) -> Any:
+    if value not in allowed:
+        raise SettingsError(f"{name}: expected one of {', '.join(allowed)}, found {value!r}")
+    return value

@@ -1,0 +1,21 @@
+from .base import (
+    ComputeBackend,
+    JobState,
+    JobStatus,
+    WorkloadFailed,
+    WorkloadRequest,
+    WorkloadResult,
+    idempotency_key,
+)
+from .local import LocalProcessBackend
+
+__all__ = [
+    "ComputeBackend",
+    "JobState",
+    "JobStatus",
+    "LocalProcessBackend",
+    "WorkloadFailed",
+    "WorkloadRequest",
+    "WorkloadResult",
+    "idempotency_key",
+]

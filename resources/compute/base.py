@@ -1,0 +1,212 @@
+"""The compute concern: run a workload task (train, score) somewhere, exactly once per Dagster step.
+
+Every backend (local subprocess now; AzureML and Azure Batch later) implements the same small job
+protocol: find a job by idempotency key, submit, get status, cancel, read new log lines, collect
+outputs. `ComputeBackend.run` drives that protocol the same way for all of them:
+
+- reattach instead of resubmitting: the launch is recorded in the Dagster event log
+  (`record_external_launch`), and the backend can also find a job by its idempotency key, so a
+  retried step or a re-executed run from failure finds the job it already submitted;
+- poll with adaptive backoff (fast at first, slower for long jobs);
+- stream the job's log lines into the Dagster run while it runs;
+- cancel the remote job when the Dagster run is cancelled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, ClassVar
+
+import dagster as dg
+from dagster._core.errors import DagsterExecutionInterruptedError
+from dagster._core.pipes.reattach import (
+    find_latest_launch_handle,
+    record_external_launch,
+    record_external_reattach,
+)
+
+from ..storage import ObjectStore
+
+ParamValue = str | int | float | bool
+
+
+class JobState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELED)
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    state: JobState
+    message: str | None = None
+
+
+@dataclass(frozen=True)
+class WorkloadRequest:
+    """One task of the workload, with where its inputs are and where its outputs must land.
+
+    `inputs` and `outputs` map a name to a storage prefix (a 'folder' in the object store).
+    """
+
+    task: str
+    idempotency_key: str
+    inputs: Mapping[str, str]
+    outputs: Mapping[str, str]
+    params: Mapping[str, ParamValue] = field(default_factory=dict)
+
+    @property
+    def key_digest(self) -> str:
+        return hashlib.sha256(self.idempotency_key.encode()).hexdigest()[:20]
+
+
+@dataclass(frozen=True)
+class WorkloadResult:
+    job_id: str
+    reattached: bool
+    seconds: float
+    job_url: str | None = None
+
+
+class WorkloadFailed(Exception):
+    def __init__(self, job_id: str, state: JobState, message: str | None) -> None:
+        self.job_id = job_id
+        self.state = state
+        super().__init__(f"job {job_id} ended {state.value}" + (f": {message}" if message else ""))
+
+
+def idempotency_key(context: dg.AssetExecutionContext, task: str) -> str:
+    """Dagster run id + asset + partition: the same step of the same run maps to the same remote job.
+
+    A re-execution from failure gets a new run id but finds the earlier launch through the
+    recorded launch handle of its parent run.
+    """
+    partition = context.partition_key if context.has_partition_key else "-"
+    return f"{context.run_id}/{context.asset_key.to_user_string()}/{partition}/{task}"
+
+
+class ComputeBackend(dg.ConfigurableResource, ABC):
+    """Where workload tasks run. Subclasses implement the job protocol; `run` drives it."""
+
+    poll_initial_seconds: float = 1.0
+    poll_max_seconds: float = 30.0
+    poll_growth: float = 1.5
+
+    client_name: ClassVar[str] = "compute"
+
+    # ---- the job protocol -------------------------------------------------------------------
+    @abstractmethod
+    def find_job(self, request: WorkloadRequest) -> str | None:
+        """The id of a job already submitted for this idempotency key, if any."""
+
+    @abstractmethod
+    def submit(self, request: WorkloadRequest, store: ObjectStore, env: Mapping[str, str]) -> str:
+        """Start the task; `env` carries the Dagster Pipes bootstrap variables. Returns the job id."""
+
+    @abstractmethod
+    def status(self, job_id: str) -> JobStatus: ...
+
+    @abstractmethod
+    def cancel(self, job_id: str) -> None: ...
+
+    @abstractmethod
+    def new_log_lines(self, job_id: str) -> list[str]:
+        """Log lines produced since the last call (stdout and stderr of the task)."""
+
+    @abstractmethod
+    def collect_outputs(self, job_id: str, request: WorkloadRequest, store: ObjectStore) -> None:
+        """Make sure the task's outputs are in `store` under the requested prefixes."""
+
+    @abstractmethod
+    def pipes_session(
+        self, context: dg.AssetExecutionContext, request: WorkloadRequest
+    ) -> contextlib.AbstractContextManager[dg.PipesSession]:
+        """A Dagster Pipes session whose messages reach this backend's jobs and come back."""
+
+    def job_url(self, job_id: str) -> str | None:
+        return None
+
+    def wait(self, job_id: str, seconds: float) -> JobStatus:
+        """Wait up to `seconds` (less if the job ends sooner) and return its status."""
+        time.sleep(seconds)
+        return self.status(job_id)
+
+    # ---- the shared driver --------------------------------------------------------------------
+    def poll_intervals(self) -> Iterator[float]:
+        interval = self.poll_initial_seconds
+        while True:
+            yield interval
+            interval = min(self.poll_max_seconds, interval * self.poll_growth)
+
+    def _reattachable(self, job_id: str) -> bool:
+        state = self.status(job_id).state
+        return state not in (JobState.FAILED, JobState.CANCELED)
+
+    def run(
+        self, context: dg.AssetExecutionContext, request: WorkloadRequest, store: ObjectStore
+    ) -> WorkloadResult:
+        started = time.monotonic()
+        job_id: str | None = None
+        handle = find_latest_launch_handle(context, client_name=self.client_name)
+        if handle and handle.extras.get("task") == request.task and self._reattachable(handle.external_run_id):
+            job_id = handle.external_run_id
+        if job_id is None:
+            found = self.find_job(request)
+            if found and self._reattachable(found):
+                job_id = found
+        reattached = job_id is not None
+
+        with self.pipes_session(context, request) as session:
+            if job_id is None:
+                job_id = self.submit(request, store, session.get_bootstrap_env_vars())
+                record_external_launch(
+                    context,
+                    client_name=self.client_name,
+                    external_run_id=job_id,
+                    external_run_url=self.job_url(job_id),
+                    extras={"task": request.task, "idempotency_key": request.idempotency_key},
+                )
+                context.log.info(f"Submitted {request.task} job {job_id} on {self.client_name}")
+            else:
+                if handle:
+                    record_external_reattach(context, handle)
+                context.log.info(f"Reattached to {request.task} job {job_id} on {self.client_name} (already submitted)")
+            try:
+                status = self._follow(context, job_id)
+            except (KeyboardInterrupt, DagsterExecutionInterruptedError):
+                context.log.warning(f"Dagster run interrupted: cancelling job {job_id}")
+                self.cancel(job_id)
+                raise
+            self._forward_logs(context, job_id)
+        if status.state is not JobState.SUCCEEDED:
+            raise WorkloadFailed(job_id, status.state, status.message)
+        self.collect_outputs(job_id, request, store)
+        return WorkloadResult(job_id, reattached, time.monotonic() - started, self.job_url(job_id))
+
+    def _follow(self, context: dg.AssetExecutionContext, job_id: str) -> JobStatus:
+        for interval in self.poll_intervals():
+            status = self.wait(job_id, interval)
+            self._forward_logs(context, job_id)
+            if status.state.terminal:
+                return status
+        raise AssertionError("unreachable")
+
+    def _forward_logs(self, context: dg.AssetExecutionContext, job_id: str) -> None:
+        for line in self.new_log_lines(job_id):
+            context.log.info(f"[{job_id}] {line}")
+
+
+def describe_params(params: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(params.items()))

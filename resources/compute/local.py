@@ -1,0 +1,196 @@
+"""Run workload tasks as local subprocesses: the embedded default compute backend.
+
+Each job has a folder named after its idempotency key, so a retried step finds it again.
+The task runs under `sh`, which records the exit code in the folder, so even a step process that
+did not start the job (a retry after a crash) can tell how it ended.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import ClassVar
+
+import dagster as dg
+from pydantic import PrivateAttr
+
+from ..storage import ObjectStore
+from .base import ComputeBackend, JobState, JobStatus, WorkloadRequest
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+STDERR_TAIL_LINES = 15
+
+
+class LocalProcessBackend(ComputeBackend):
+    """Runs `python -m workload <task>` in a subprocess, with inputs staged from the object store.
+
+    Progress, logs and metrics come back live through Dagster Pipes (a message file in the job
+    folder); stdout/stderr are kept in the job folder and forwarded to the Dagster logs.
+    """
+
+    work_dir: str
+    python: str | None = None
+    poll_initial_seconds: float = 0.05
+    poll_max_seconds: float = 1.0
+
+    client_name: ClassVar[str] = "local-process"
+    _procs: dict[str, subprocess.Popen[bytes]] = PrivateAttr(default_factory=dict)
+    _log_offsets: dict[str, dict[str, int]] = PrivateAttr(default_factory=dict)
+
+    def _job_dir(self, job_id: str) -> Path:
+        return Path(self.work_dir).expanduser().resolve() / "jobs" / job_id
+
+    @staticmethod
+    def _job_id(request: WorkloadRequest) -> str:
+        return f"{request.task}-{request.key_digest}"
+
+    def find_job(self, request: WorkloadRequest) -> str | None:
+        job_id = self._job_id(request)
+        return job_id if (self._job_dir(job_id) / "pid").exists() else None
+
+    @contextlib.contextmanager
+    def pipes_session(
+        self, context: dg.AssetExecutionContext, request: WorkloadRequest
+    ) -> Iterator[dg.PipesSession]:
+        job_dir = self._job_dir(self._job_id(request))
+        job_dir.mkdir(parents=True, exist_ok=True)
+        with dg.open_pipes_session(
+            context=context,
+            context_injector=dg.PipesFileContextInjector(str(job_dir / "pipes-context.json")),
+            message_reader=dg.PipesFileMessageReader(str(job_dir / "pipes-messages.jsonl"), cleanup_file=False),
+        ) as session:
+            yield session
+
+    def submit(self, request: WorkloadRequest, store: ObjectStore, env: Mapping[str, str]) -> str:
+        job_id = self._job_id(request)
+        job_dir = self._job_dir(job_id)
+        # A resubmission (the earlier attempt failed) starts clean: no stale outputs or exit code.
+        for leftover in ("exit_code", "canceled", "stdout.log", "stderr.log"):
+            (job_dir / leftover).unlink(missing_ok=True)
+        for folder in ("inputs", "outputs"):
+            shutil.rmtree(job_dir / folder, ignore_errors=True)
+        args: list[str] = [self.python or sys.executable, "-m", "workload", request.task]
+        for name, prefix in request.inputs.items():
+            local = job_dir / "inputs" / name
+            store.download_prefix(prefix, local)
+            args += ["--input", f"{name}={local}"]
+        for name in request.outputs:
+            local = job_dir / "outputs" / name
+            local.mkdir(parents=True, exist_ok=True)
+            args += ["--output", f"{name}={local}"]
+        args += ["--params", json.dumps(dict(request.params), sort_keys=True)]
+        (job_dir / "request.json").write_text(
+            json.dumps({"task": request.task, "key": request.idempotency_key, "args": args}, indent=2)
+        )
+        # sh records the exit code atomically so that any process can learn how the job ended.
+        script = f'{shlex.join(args)}; code=$?; echo $code > exit_code.tmp; mv exit_code.tmp exit_code'
+        child_env = {**os.environ, **env, "PYTHONPATH": _pythonpath(), "PYTHONUNBUFFERED": "1"}
+        with (job_dir / "stdout.log").open("wb") as out, (job_dir / "stderr.log").open("wb") as err:
+            proc = subprocess.Popen(
+                ["/bin/sh", "-c", script],
+                cwd=job_dir,
+                env=child_env,
+                stdout=out,
+                stderr=err,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # its own process group: cancel kills the whole tree
+            )
+        (job_dir / "pid").write_text(str(proc.pid))
+        self._procs[job_id] = proc
+        return job_id
+
+    def status(self, job_id: str) -> JobStatus:
+        job_dir = self._job_dir(job_id)
+        proc = self._procs.get(job_id)
+        if proc is not None:
+            proc.poll()  # reap, so a finished child is not mistaken for a live one
+        code_file = job_dir / "exit_code"
+        if code_file.exists():
+            code = int(code_file.read_text().strip() or "1")
+            if code == 0:
+                return JobStatus(JobState.SUCCEEDED)
+            if (job_dir / "canceled").exists():
+                return JobStatus(JobState.CANCELED, "cancelled from Dagster")
+            return JobStatus(JobState.FAILED, f"exit code {code}\n{self._stderr_tail(job_id)}")
+        if _alive(int((job_dir / "pid").read_text())):
+            return JobStatus(JobState.RUNNING)
+        if (job_dir / "canceled").exists():
+            return JobStatus(JobState.CANCELED, "cancelled from Dagster")
+        return JobStatus(JobState.FAILED, f"the process disappeared without an exit code\n{self._stderr_tail(job_id)}")
+
+    def wait(self, job_id: str, seconds: float) -> JobStatus:
+        proc = self._procs.get(job_id)
+        if proc is None:  # reattached: not our child, so poll
+            return super().wait(job_id, seconds)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=seconds)
+        return self.status(job_id)
+
+    def cancel(self, job_id: str) -> None:
+        job_dir = self._job_dir(job_id)
+        (job_dir / "canceled").touch()
+        pid = int((job_dir / "pid").read_text())
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+            if (proc := self._procs.get(job_id)) is not None:
+                proc.poll()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+
+    def new_log_lines(self, job_id: str) -> list[str]:
+        offsets = self._log_offsets.setdefault(job_id, {})
+        lines: list[str] = []
+        for stream in ("stdout", "stderr"):
+            path = self._job_dir(job_id) / f"{stream}.log"
+            if not path.exists():
+                continue
+            with path.open("rb") as fh:
+                fh.seek(offsets.get(stream, 0))
+                chunk = fh.read()
+            complete = chunk[: chunk.rfind(b"\n") + 1]
+            offsets[stream] = offsets.get(stream, 0) + len(complete)
+            lines += [f"{stream}: {ln}" for ln in complete.decode(errors="replace").splitlines() if ln.strip()]
+        return lines
+
+    def collect_outputs(self, job_id: str, request: WorkloadRequest, store: ObjectStore) -> None:
+        for name, prefix in request.outputs.items():
+            # Manifest-like files go last, so whoever sees them sees everything else already.
+            store.upload_dir(self._job_dir(job_id) / "outputs" / name, prefix, last=("metrics.json", "summary.json"))
+
+    def _stderr_tail(self, job_id: str) -> str:
+        path = self._job_dir(job_id) / "stderr.log"
+        if not path.exists():
+            return ""
+        return "\n".join(path.read_text(errors="replace").splitlines()[-STDERR_TAIL_LINES:])
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie is dead for our purposes.
+    try:
+        with Path(f"/proc/{pid}/stat").open() as fh:
+            return fh.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def _pythonpath() -> str:
+    existing = os.environ.get("PYTHONPATH")
+    return f"{PROJECT_ROOT}{os.pathsep}{existing}" if existing else str(PROJECT_ROOT)
