@@ -1,4 +1,3 @@
-
 import hashlib
 import json
 
@@ -92,7 +91,9 @@ def mnist_model(
             f"Not retraining: model {version} was already trained from raw data {raw['version']} with code "
             f"{TRAIN_CODE_VERSION} and the same hyperparameters (set force_retrain to train anyway)."
         )
-        job_meta: dict[str, dg.RawMetadataValue] = {"training": "reused (inputs, code and hyperparameters unchanged)"}
+        job_meta: dict[str, dg.RawMetadataValue] = {
+            "training": "reused (inputs, code and hyperparameters unchanged)"
+        }
     else:
         request = WorkloadRequest(
             task="train",
@@ -102,7 +103,11 @@ def mnist_model(
             params=params,
         )
         result = compute.run(context, request, storage)
-        job_meta = {"training": "fresh", "compute_job": result.job_id, "wall_seconds": round(result.seconds, 2)}
+        job_meta = {
+            "training": "fresh",
+            "compute_job": result.job_id,
+            "wall_seconds": round(result.seconds, 2),
+        }
         if result.job_url:
             job_meta["compute_job_url"] = dg.MetadataValue.url(result.job_url)
     metrics = storage.get_json(metrics_name)
@@ -132,7 +137,9 @@ def mnist_model(
             "promoted": passed,
             "location": dg.MetadataValue.path(storage.uri(prefix)),
             "hyperparameters": dg.MetadataValue.json(params),
-            "confusion_matrix": markdown_image(confusion_heatmap(confusion), "confusion matrix (rows: true digit)"),
+            "confusion_matrix": markdown_image(
+                confusion_heatmap(confusion), "confusion matrix (rows: true digit)"
+            ),
             **job_meta,
         },
         data_version=dg.DataVersion(version),

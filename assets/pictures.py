@@ -10,7 +10,7 @@ import dagster as dg
 import numpy as np
 
 
-def _png(image: "object") -> bytes:
+def _png(image: object) -> bytes:
     buf = io.BytesIO()
     image.save(buf, format="PNG", optimize=True)  # type: ignore[attr-defined]
     return buf.getvalue()
@@ -20,7 +20,9 @@ def markdown_image(png: bytes, alt: str) -> dg.MetadataValue:
     return dg.MetadataValue.md(f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})")
 
 
-def digit_grid(images: np.ndarray, labels: Sequence[int] | None = None, per_row: int = 10, scale: int = 2) -> bytes:
+def digit_grid(
+    images: np.ndarray, labels: Sequence[int] | None = None, per_row: int = 10, scale: int = 2
+) -> bytes:
     """A grid of digits (white on black), each with its label underneath when given."""
     from PIL import Image, ImageDraw
 
@@ -31,7 +33,9 @@ def digit_grid(images: np.ndarray, labels: Sequence[int] | None = None, per_row:
     draw = ImageDraw.Draw(sheet)
     for i, img in enumerate(images):
         x, y = (i % per_row) * cell_w + 2, (i // per_row) * cell_h + 2
-        tile = Image.fromarray(np.asarray(img, dtype=np.uint8)).resize((28 * scale, 28 * scale), Image.NEAREST)
+        tile = Image.fromarray(np.asarray(img, dtype=np.uint8)).resize(
+            (28 * scale, 28 * scale), Image.Resampling.NEAREST
+        )
         sheet.paste(tile, (x, y))
         if labels is not None:
             draw.text((x + 28 * scale // 2 - 3, y + 28 * scale), str(labels[i]), fill=220)

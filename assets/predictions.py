@@ -1,4 +1,3 @@
-
 import dagster as dg
 
 from resources.compute import ComputeBackend, WorkloadRequest, idempotency_key
@@ -9,7 +8,8 @@ from .model import mnist_model
 from .pictures import bar_chart, markdown_image
 from .versions import SCORE_CODE_VERSION
 
-inference_batches = dg.DynamicPartitionsDefinition(name="inference_batches")
+INFERENCE_BATCHES = "inference_batches"
+inference_batches = dg.DynamicPartitionsDefinition(name=INFERENCE_BATCHES)
 
 
 def check_batch_id(batch_id: str) -> str:
@@ -62,7 +62,9 @@ def mnist_predictions(
             "images_per_second": dg.MetadataValue.float(round(float(summary["images_per_second"]), 1)),
             "mean_probability": dg.MetadataValue.float(round(float(summary["mean_probability"]), 4)),
             "low_confidence (p < 0.5)": int(summary["low_confidence"]),
-            "label_distribution": markdown_image(bar_chart(counts, [str(d) for d in range(10)]), "predicted digits"),
+            "label_distribution": markdown_image(
+                bar_chart(counts, [str(d) for d in range(10)]), "predicted digits"
+            ),
             "files": dg.MetadataValue.json(summary["files"]),
             "model_version": model["version"],
             "location": dg.MetadataValue.path(storage.uri(f"{out}/predictions.csv")),

@@ -1,4 +1,3 @@
-
 import hashlib
 from datetime import UTC, datetime
 
@@ -27,7 +26,9 @@ def dataset_version(checksums: dict[str, str]) -> str:
     kinds={"python", "blob"},
     tags={"layer": "raw"},
 )
-def raw_mnist(context: dg.AssetExecutionContext, mnist_source: MnistSource, storage: ObjectStore) -> dg.MaterializeResult:
+def raw_mnist(
+    context: dg.AssetExecutionContext, mnist_source: MnistSource, storage: ObjectStore
+) -> dg.MaterializeResult:
     """Raw MNIST: handwritten digits 0-9 as 28x28 grayscale images, with their labels.
 
     Two splits in the original IDX format: `train` (what the model learns from) and `t10k` (held out,
@@ -40,10 +41,14 @@ def raw_mnist(context: dg.AssetExecutionContext, mnist_source: MnistSource, stor
     expected = mnist_source.expected_checksums()
     version = dataset_version(expected)
     prefix = raw_version_prefix(version)
-    stored = storage.get_json(f"{prefix}/_manifest.json") if storage.exists(f"{prefix}/_manifest.json") else None
+    stored = (
+        storage.get_json(f"{prefix}/_manifest.json") if storage.exists(f"{prefix}/_manifest.json") else None
+    )
 
     if stored is not None and stored.get("checksums") == expected:
-        context.log.info(f"Raw MNIST {version} is already stored with the same checksums: not downloading again")
+        context.log.info(
+            f"Raw MNIST {version} is already stored with the same checksums: not downloading again"
+        )
         files = {name: storage.get_bytes(f"{prefix}/{name}") for name in MNIST_FILES}
         origin = stored.get("source", "stored copy")
     else:
@@ -51,23 +56,28 @@ def raw_mnist(context: dg.AssetExecutionContext, mnist_source: MnistSource, stor
         for name in MNIST_FILES:
             fetched = mnist_source.fetch(name, expected[name])
             files[name] = fetched.data
-            context.log.info(f"Fetched and verified {fetched.origin} ({len(fetched.data):,} bytes, md5 {fetched.md5})")
+            context.log.info(
+                f"Fetched and verified {fetched.origin} ({len(fetched.data):,} bytes, md5 {fetched.md5})"
+            )
         origin = mnist_source.describe()
 
     # Parse everything before writing anything: a bad file must leave storage untouched.
-    parsed = {
-        split: parse_split(files[img], img, files[lab], lab) for split, (img, lab) in SPLITS.items()
-    }
+    parsed = {split: parse_split(files[img], img, files[lab], lab) for split, (img, lab) in SPLITS.items()}
     if stored is None or stored.get("checksums") != expected:
         for name in MNIST_FILES:
             storage.put_bytes(f"{prefix}/{name}", files[name])
         storage.put_json(
             f"{prefix}/_manifest.json",
-            {"version": version, "checksums": expected, "source": origin, "stored_at": datetime.now(UTC).isoformat()},
+            {
+                "version": version,
+                "checksums": expected,
+                "source": origin,
+                "stored_at": datetime.now(UTC).isoformat(),
+            },
         )
     storage.put_json(f"{RAW_PREFIX}/{CURRENT}", {"version": version, "prefix": prefix})
 
-    counts = {split: int(len(labels)) for split, (_, labels) in parsed.items()}
+    counts = {split: len(labels) for split, (_, labels) in parsed.items()}
     hist = {split: np.bincount(labels, minlength=10) for split, (_, labels) in parsed.items()}
     sample_images, sample_labels = parsed["train"][0][:30], parsed["train"][1][:30]
     return dg.MaterializeResult(
@@ -82,7 +92,9 @@ def raw_mnist(context: dg.AssetExecutionContext, mnist_source: MnistSource, stor
                 [["train", *hist["train"].tolist()], ["t10k", *hist["t10k"].tolist()]],
             ),
             "checksums (md5)": dg.MetadataValue.json(expected),
-            "sample_digits": markdown_image(digit_grid(sample_images, sample_labels.tolist()), "sample digits"),
+            "sample_digits": markdown_image(
+                digit_grid(sample_images, sample_labels.tolist()), "sample digits"
+            ),
         },
         data_version=dg.DataVersion(version),
     )

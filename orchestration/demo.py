@@ -25,7 +25,7 @@ def main() -> int:
     import dagster as dg
 
     from assets.layout import BATCH_MARKER, CURRENT, MODELS_PREFIX, batch_prefix, predictions_prefix
-    from assets.predictions import inference_batches
+    from assets.predictions import INFERENCE_BATCHES
     from orchestration.definitions import build_definitions
     from orchestration.settings import Settings, SettingsError
 
@@ -35,7 +35,9 @@ def main() -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     resources = settings.resources()
-    storage, source = resources["storage"], resources["mnist_source"]
+    # Outside a run, resolve dg.EnvVar fields (secrets) the way Dagster does inside one.
+    storage = resources["storage"].process_config_and_initialize()
+    source = resources["mnist_source"].process_config_and_initialize()
 
     started = time.perf_counter()
     batch = batch_prefix(DEMO_BATCH)
@@ -47,14 +49,17 @@ def main() -> int:
         print(f"staged inference batch {DEMO_BATCH!r} from {fetched.origin}")
 
     instance = dg.DagsterInstance.get()
-    instance.add_dynamic_partitions(inference_batches.name, [DEMO_BATCH])
+    instance.add_dynamic_partitions(INFERENCE_BATCHES, [DEMO_BATCH])
     defs = build_definitions(settings)
     result = defs.resolve_job_def("mnist_pipeline").execute_in_process(
         instance=instance, partition_key=DEMO_BATCH, raise_on_error=False
     )
     elapsed = time.perf_counter() - started
     if not result.success:
-        print(f"\nmnist_pipeline FAILED after {elapsed:.1f} s (run {result.run_id}); see the log above.", file=sys.stderr)
+        print(
+            f"\nmnist_pipeline FAILED after {elapsed:.1f} s (run {result.run_id}); see the log above.",
+            file=sys.stderr,
+        )
         return 1
     model = storage.get_json(f"{MODELS_PREFIX}/{CURRENT}")
     print(

@@ -64,7 +64,9 @@ class Settings:
         unknown = sorted(k for k in env if k.startswith(PREFIX) and k not in KNOWN)
         if unknown:
             known = ", ".join(k for k in KNOWN if k.startswith(PREFIX))
-            raise SettingsError(f"unknown setting(s) {', '.join(unknown)}; the known {PREFIX}* settings are: {known}")
+            raise SettingsError(
+                f"unknown setting(s) {', '.join(unknown)}; the known {PREFIX}* settings are: {known}"
+            )
         values: dict[str, Any] = {}
         if storage := env.get("MNIST_STORAGE"):
             values["storage"] = _choice("MNIST_STORAGE", storage, ("local", "azure_blob"))
@@ -82,9 +84,13 @@ class Settings:
             try:
                 values["min_accuracy"] = float(threshold)
             except ValueError:
-                raise SettingsError(f"MNIST_MIN_ACCURACY: expected a number between 0 and 1, found {threshold!r}") from None
+                raise SettingsError(
+                    f"MNIST_MIN_ACCURACY: expected a number between 0 and 1, found {threshold!r}"
+                ) from None
             if not 0 <= values["min_accuracy"] <= 1:
-                raise SettingsError(f"MNIST_MIN_ACCURACY: expected a number between 0 and 1, found {threshold!r}")
+                raise SettingsError(
+                    f"MNIST_MIN_ACCURACY: expected a number between 0 and 1, found {threshold!r}"
+                )
         if container := env.get("AZURE_STORAGE_CONTAINER"):
             values["azure_container"] = container
         if account_url := env.get("AZURE_STORAGE_ACCOUNT_URL"):
@@ -109,8 +115,12 @@ class Settings:
             "account_key": "AZURE_STORAGE_KEY",
             "sas_token": "AZURE_STORAGE_SAS_TOKEN",
         }
-        chosen = {field: dg.EnvVar(var) for field, var in secret.items() if var in self.azure_secrets}
-        return AzureBlobObjectStore(container=self.azure_container, account_url=self.azure_account_url, **chosen)
+        chosen: dict[str, Any] = {
+            field: dg.EnvVar(var) for field, var in secret.items() if var in self.azure_secrets
+        }
+        return AzureBlobObjectStore(
+            container=self.azure_container, account_url=self.azure_account_url, **chosen
+        )
 
     def compute_backend(self) -> ComputeBackend:
         return LocalProcessBackend(work_dir=str(self.work_dir))

@@ -70,7 +70,9 @@ class MnistSource(dg.ConfigurableResource):
     its own `md5sums` file, or against `checksums` when given; an unverifiable source is refused.
     """
 
-    location: str = Field(default=CANONICAL_URL, description="Base URL (http/https/file) or a local directory.")
+    location: str = Field(
+        default=CANONICAL_URL, description="Base URL (http/https/file) or a local directory."
+    )
     checksums: str | None = Field(default=None, description="Explicit 'file=md5,...', overriding md5sums.")
     timeout_seconds: float = 30.0
     attempts: int = 3
@@ -94,7 +96,9 @@ class MnistSource(dg.ConfigurableResource):
         if self._is_local():
             path = self._local_dir() / name
             if not path.is_file():
-                raise SourceError(f"{path}: file not found (expected the MNIST file {name} in {self._local_dir()})")
+                raise SourceError(
+                    f"{path}: file not found (expected the MNIST file {name} in {self._local_dir()})"
+                )
             return path.read_bytes()
         return self._download(self._url(name))
 
@@ -119,13 +123,16 @@ class MnistSource(dg.ConfigurableResource):
                         chunks.append(chunk)
                     data = b"".join(chunks)
                     if expected_len is not None and int(expected_len) != len(data):
-                        raise requests.ConnectionError(
-                            f"truncated: {len(data)} of {expected_len} bytes"
-                        )
+                        raise requests.ConnectionError(f"truncated: {len(data)} of {expected_len} bytes")
                     return data
             except SourceError:
                 raise
-            except (requests.ConnectionError, requests.Timeout, requests.HTTPError) as exc:
+            except (
+                requests.ConnectionError,
+                requests.Timeout,
+                requests.HTTPError,
+                requests.exceptions.ChunkedEncodingError,  # connection dropped mid-body
+            ) as exc:
                 last = exc
                 if attempt < self.attempts:
                     time.sleep(self.backoff_seconds * 2 ** (attempt - 1))
@@ -158,5 +165,7 @@ class MnistSource(dg.ConfigurableResource):
         data = self._read(name)
         md5 = hashlib.md5(data).hexdigest()
         if md5 != expected_md5:
-            raise SourceError(f"{origin}: checksum mismatch: expected md5 {expected_md5}, found {md5} ({len(data)} bytes)")
+            raise SourceError(
+                f"{origin}: checksum mismatch: expected md5 {expected_md5}, found {md5} ({len(data)} bytes)"
+            )
         return FetchedFile(name, data, md5, origin)

@@ -41,7 +41,9 @@ def _decompress(raw: bytes, source: str) -> bytes:
     try:
         return gzip.decompress(raw)
     except (OSError, EOFError, zlib.error) as exc:
-        raise IdxFormatError(source, "a complete gzip stream", f"a damaged or truncated one ({exc})") from None
+        raise IdxFormatError(
+            source, "a complete gzip stream", f"a damaged or truncated one ({exc})"
+        ) from None
 
 
 def parse_idx(raw: bytes, source: str, *, expected_magic: int | None = None) -> IdxArray:
@@ -87,11 +89,15 @@ def parse_labels(raw: bytes, source: str) -> np.ndarray:
     return arr
 
 
-def parse_split(images_raw: bytes, images_source: str, labels_raw: bytes, labels_source: str) -> tuple[np.ndarray, np.ndarray]:
+def parse_split(
+    images_raw: bytes, images_source: str, labels_raw: bytes, labels_source: str
+) -> tuple[np.ndarray, np.ndarray]:
     images = parse_images(images_raw, images_source)
     labels = parse_labels(labels_raw, labels_source)
     if len(images) != len(labels):
-        raise IdxFormatError(labels_source, f"{len(images)} labels (one per image in {images_source})", f"{len(labels)}")
+        raise IdxFormatError(
+            labels_source, f"{len(images)} labels (one per image in {images_source})", f"{len(labels)}"
+        )
     return images, labels
 
 

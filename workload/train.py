@@ -53,7 +53,9 @@ def build_model(params: dict[str, Any], train_images: np.ndarray) -> Any:
     return make_pipeline(
         FunctionTransformer(deskew),
         pca,
-        Nystroem(gamma=gamma, n_components=int(params["kernel_components"]), random_state=int(params["seed"])),
+        Nystroem(
+            gamma=gamma, n_components=int(params["kernel_components"]), random_state=int(params["seed"])
+        ),
         LogisticRegression(C=float(params["C"]), max_iter=int(params["max_iter"]), tol=1e-4),
     )
 
@@ -78,10 +80,16 @@ def train(raw_dir: Path, out_dir: Path, params: dict[str, Any], report: Reporter
     predicted = model.classes_[proba.argmax(1)]
     accuracy = float((predicted == y_test).mean())
     eps = 1e-12
-    log_loss = float(-np.log(proba[np.arange(len(y_test)), np.searchsorted(model.classes_, y_test)] + eps).mean())
+    log_loss = float(
+        -np.log(proba[np.arange(len(y_test)), np.searchsorted(model.classes_, y_test)] + eps).mean()
+    )
     confusion = np.zeros((10, 10), dtype=int)
     np.add.at(confusion, (y_test.astype(int), predicted.astype(int)), 1)
-    report.metric(held_out_accuracy=round(accuracy, 5), log_loss=round(log_loss, 5), train_seconds=round(train_seconds, 2))
+    report.metric(
+        held_out_accuracy=round(accuracy, 5),
+        log_loss=round(log_loss, 5),
+        train_seconds=round(train_seconds, 2),
+    )
 
     save_mlflow_model(model, out_dir / "model", x_test[:5])
     metrics = {
@@ -103,18 +111,22 @@ def save_mlflow_model(model: Any, path: Path, example: np.ndarray) -> None:
     """An MLflow sklearn model (MLmodel, model.pkl, environment files) that a batch endpoint can serve."""
     import logging
 
-    logging.getLogger("mlflow").setLevel(logging.ERROR)
-    import mlflow.sklearn
     from mlflow.models import infer_signature
+    from mlflow.sklearn import SERIALIZATION_FORMAT_CLOUDPICKLE
+    from mlflow.sklearn import save_model as save_sklearn_model
+
+    # mlflow warns that pickles execute code on load; the model is only ever loaded by our own scorer
+    # or an AzureML endpoint that we deploy it to.
+    logging.getLogger("mlflow").setLevel(logging.ERROR)
 
     flat = example.reshape(len(example), -1).astype(np.float64)
     signature = infer_signature(flat, model.predict(flat))
     requirements = (Path(__file__).parent / "requirements.txt").read_text().splitlines()
-    mlflow.sklearn.save_model(
+    save_sklearn_model(
         model,
         str(path),
         signature=signature,
-        serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_CLOUDPICKLE,
+        serialization_format=SERIALIZATION_FORMAT_CLOUDPICKLE,
         # The deskew step is pickled by reference: ship the workload package with the model.
         code_paths=[str(Path(__file__).parent)],
         pip_requirements=[r for r in requirements if r and not r.startswith("#") and "dagster" not in r],

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import time
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -31,9 +32,12 @@ from dagster._core.pipes.reattach import (
     record_external_reattach,
 )
 
-from ..storage import ObjectStore
+from resources.storage import ObjectStore
 
 ParamValue = str | int | float | bool
+
+# Dagster's own Pipes session calls a preview API internally; the warning is not actionable for us.
+warnings.filterwarnings("ignore", message=".*expected_writer_count.*", category=dg.PreviewWarning)
 
 
 class JobState(StrEnum):
@@ -94,7 +98,7 @@ def idempotency_key(context: dg.AssetExecutionContext, task: str) -> str:
     recorded launch handle of its parent run.
     """
     partition = context.partition_key if context.has_partition_key else "-"
-    return f"{context.run_id}/{context.asset_key.to_user_string()}/{partition}/{task}"
+    return f"{context.run.run_id}/{context.asset_key.to_user_string()}/{partition}/{task}"
 
 
 class ComputeBackend(dg.ConfigurableResource, ABC):
@@ -160,7 +164,11 @@ class ComputeBackend(dg.ConfigurableResource, ABC):
         started = time.monotonic()
         job_id: str | None = None
         handle = find_latest_launch_handle(context, client_name=self.client_name)
-        if handle and handle.extras.get("task") == request.task and self._reattachable(handle.external_run_id):
+        if (
+            handle
+            and handle.extras.get("task") == request.task
+            and self._reattachable(handle.external_run_id)
+        ):
             job_id = handle.external_run_id
         if job_id is None:
             found = self.find_job(request)
@@ -182,7 +190,9 @@ class ComputeBackend(dg.ConfigurableResource, ABC):
             else:
                 if handle:
                     record_external_reattach(context, handle)
-                context.log.info(f"Reattached to {request.task} job {job_id} on {self.client_name} (already submitted)")
+                context.log.info(
+                    f"Reattached to {request.task} job {job_id} on {self.client_name} (already submitted)"
+                )
             try:
                 status = self._follow(context, job_id)
             except (KeyboardInterrupt, DagsterExecutionInterruptedError):

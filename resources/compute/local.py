@@ -23,7 +23,8 @@ from typing import ClassVar
 import dagster as dg
 from pydantic import PrivateAttr
 
-from ..storage import ObjectStore
+from resources.storage import ObjectStore
+
 from .base import ComputeBackend, JobState, JobStatus, WorkloadRequest
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -39,6 +40,7 @@ class LocalProcessBackend(ComputeBackend):
 
     work_dir: str
     python: str | None = None
+    module: str = "workload"  # the Python module run as `python -m <module> <task> ...`
     poll_initial_seconds: float = 0.05
     poll_max_seconds: float = 1.0
 
@@ -66,7 +68,9 @@ class LocalProcessBackend(ComputeBackend):
         with dg.open_pipes_session(
             context=context,
             context_injector=dg.PipesFileContextInjector(str(job_dir / "pipes-context.json")),
-            message_reader=dg.PipesFileMessageReader(str(job_dir / "pipes-messages.jsonl"), cleanup_file=False),
+            message_reader=dg.PipesFileMessageReader(
+                str(job_dir / "pipes-messages.jsonl"), cleanup_file=False
+            ),
         ) as session:
             yield session
 
@@ -78,7 +82,7 @@ class LocalProcessBackend(ComputeBackend):
             (job_dir / leftover).unlink(missing_ok=True)
         for folder in ("inputs", "outputs"):
             shutil.rmtree(job_dir / folder, ignore_errors=True)
-        args: list[str] = [self.python or sys.executable, "-m", "workload", request.task]
+        args: list[str] = [self.python or sys.executable, "-m", self.module, request.task]
         for name, prefix in request.inputs.items():
             local = job_dir / "inputs" / name
             store.download_prefix(prefix, local)
@@ -92,7 +96,7 @@ class LocalProcessBackend(ComputeBackend):
             json.dumps({"task": request.task, "key": request.idempotency_key, "args": args}, indent=2)
         )
         # sh records the exit code atomically so that any process can learn how the job ended.
-        script = f'{shlex.join(args)}; code=$?; echo $code > exit_code.tmp; mv exit_code.tmp exit_code'
+        script = f"{shlex.join(args)}; code=$?; echo $code > exit_code.tmp; mv exit_code.tmp exit_code"
         child_env = {**os.environ, **env, "PYTHONPATH": _pythonpath(), "PYTHONUNBUFFERED": "1"}
         with (job_dir / "stdout.log").open("wb") as out, (job_dir / "stderr.log").open("wb") as err:
             proc = subprocess.Popen(
@@ -125,7 +129,9 @@ class LocalProcessBackend(ComputeBackend):
             return JobStatus(JobState.RUNNING)
         if (job_dir / "canceled").exists():
             return JobStatus(JobState.CANCELED, "cancelled from Dagster")
-        return JobStatus(JobState.FAILED, f"the process disappeared without an exit code\n{self._stderr_tail(job_id)}")
+        return JobStatus(
+            JobState.FAILED, f"the process disappeared without an exit code\n{self._stderr_tail(job_id)}"
+        )
 
     def wait(self, job_id: str, seconds: float) -> JobStatus:
         proc = self._procs.get(job_id)
@@ -161,13 +167,17 @@ class LocalProcessBackend(ComputeBackend):
                 chunk = fh.read()
             complete = chunk[: chunk.rfind(b"\n") + 1]
             offsets[stream] = offsets.get(stream, 0) + len(complete)
-            lines += [f"{stream}: {ln}" for ln in complete.decode(errors="replace").splitlines() if ln.strip()]
+            lines += [
+                f"{stream}: {ln}" for ln in complete.decode(errors="replace").splitlines() if ln.strip()
+            ]
         return lines
 
     def collect_outputs(self, job_id: str, request: WorkloadRequest, store: ObjectStore) -> None:
         for name, prefix in request.outputs.items():
             # Manifest-like files go last, so whoever sees them sees everything else already.
-            store.upload_dir(self._job_dir(job_id) / "outputs" / name, prefix, last=("metrics.json", "summary.json"))
+            store.upload_dir(
+                self._job_dir(job_id) / "outputs" / name, prefix, last=("metrics.json", "summary.json")
+            )
 
     def _stderr_tail(self, job_id: str) -> str:
         path = self._job_dir(job_id) / "stderr.log"

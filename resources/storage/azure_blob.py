@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -66,10 +67,8 @@ class AzureBlobObjectStore(ObjectStore):
             service = BlobServiceClient(self.account_url, credential=DefaultAzureCredential())
         client = service.get_container_client(self.container)
         if self.create_container:
-            try:
+            with contextlib.suppress(ResourceExistsError):
                 client.create_container()
-            except ResourceExistsError:
-                pass
         self._client = client
         return client
 
@@ -122,10 +121,8 @@ class AzureBlobObjectStore(ObjectStore):
     def delete(self, name: str) -> None:
         from azure.core.exceptions import ResourceNotFoundError
 
-        try:
+        with contextlib.suppress(ResourceNotFoundError):
             self._container().delete_blob(validate_name(name))
-        except ResourceNotFoundError:
-            pass
 
 
 def _account_name(account_url: str) -> str:

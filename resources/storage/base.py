@@ -86,7 +86,9 @@ class ObjectStore(dg.ConfigurableResource, ABC):
         """Upload a directory tree under `prefix`; files named in `last` go last (e.g. a manifest)."""
         files = sorted(p for p in local_dir.rglob("*") if p.is_file())
         rel = [p.relative_to(local_dir).as_posix() for p in files]
-        order = sorted(range(len(files)), key=lambda i: (rel[i] in last, last.index(rel[i]) if rel[i] in last else 0))
+        order = sorted(
+            range(len(files)), key=lambda i: (rel[i] in last, last.index(rel[i]) if rel[i] in last else 0)
+        )
         return [self.put_file(prefix.rstrip("/") + "/" + rel[i], files[i]) for i in order]
 
     def download_prefix(self, prefix: str, local_dir: Path) -> list[Path]:

@@ -48,7 +48,7 @@ class LocalObjectStore(ObjectStore):
         try:
             write(tmp)
             target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp, target)
+            tmp.replace(target)
         finally:
             tmp.unlink(missing_ok=True)
         return self._info(name, target.stat())
@@ -63,7 +63,10 @@ class LocalObjectStore(ObjectStore):
         return self._commit(name, write)
 
     def put_file(self, name: str, path: Path) -> ObjectInfo:
-        return self._commit(name, lambda tmp: shutil.copyfile(path, tmp))
+        def write(tmp: Path) -> None:
+            shutil.copyfile(path, tmp)
+
+        return self._commit(name, write)
 
     def get_bytes(self, name: str) -> bytes:
         try:
@@ -79,7 +82,7 @@ class LocalObjectStore(ObjectStore):
         with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as tmp:
             pass
         shutil.copyfile(src, tmp.name)
-        os.replace(tmp.name, path)
+        Path(tmp.name).replace(path)
 
     def info(self, name: str) -> ObjectInfo | None:
         try:
@@ -102,7 +105,11 @@ class LocalObjectStore(ObjectStore):
             rel_dir = "" if rel_dir == "." else rel_dir + "/"
             if rel_dir == "":
                 dirnames[:] = [d for d in dirnames if d != STAGING_DIR]
-            dirnames[:] = [d for d in dirnames if (rel_dir + d + "/").startswith(prefix) or prefix.startswith(rel_dir + d + "/")]
+            dirnames[:] = [
+                d
+                for d in dirnames
+                if (rel_dir + d + "/").startswith(prefix) or prefix.startswith(rel_dir + d + "/")
+            ]
             for fn in filenames:
                 name = rel_dir + fn
                 if name.startswith(prefix):
@@ -119,7 +126,8 @@ class LocalObjectStore(ObjectStore):
         start = self._root() / base if base else self._root()
         if not start.is_dir():
             return
-        for entry in sorted(os.scandir(start), key=lambda e: e.name):
+        # Sort as Azure does: by the full name including the trailing slash.
+        for entry in sorted(os.scandir(start), key=lambda e: e.name + "/"):
             if entry.is_dir() and not (base == "" and entry.name == STAGING_DIR):
                 yield base + entry.name + "/"
 

@@ -1,0 +1,75 @@
+import pytest
+
+from orchestration.settings import Settings, SettingsError
+from resources.storage import AzureBlobObjectStore, InvalidObjectName, LocalObjectStore, validate_name
+
+
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        ("", "empty"),
+        ("../etc/passwd", "'..'"),
+        ("a/../../b", "'..'"),
+        ("/abs/path", "absolute"),
+        ("C:/windows", "absolute"),
+        ("a\\b", "backslash"),
+        ("a//b", "empty"),
+        ("a/./b", "'.'"),
+        ("a/b/", "empty"),
+        ("bad\x00name", "control"),
+        ("x" * 1025, "more than 1024"),
+        (".staging/x", "reserved"),
+    ],
+)
+def test_bad_names_refused(name: str, problem: str) -> None:
+    with pytest.raises(InvalidObjectName, match=problem):
+        validate_name(name)
+
+
+@pytest.mark.parametrize(
+    "name", ["raw/mnist/x.gz", "inference/batch 1/ünïcødé ✓.idx", "a" * 1024, "a/.hidden"]
+)
+def test_good_names_allowed(name: str) -> None:
+    assert validate_name(name) == name
+
+
+def test_defaults_need_no_environment() -> None:
+    s = Settings.from_env({})
+    assert s.storage == "local" and s.compute == "local" and s.min_accuracy == 0.97
+    assert isinstance(s.object_store(), LocalObjectStore)
+
+
+def test_unknown_setting_is_an_error() -> None:
+    with pytest.raises(SettingsError, match=r"unknown setting\(s\) MNIST_SOURC.*known MNIST_\* settings are"):
+        Settings.from_env({"MNIST_SOURC": "/tmp/x"})
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"MNIST_STORAGE": "s3"}, r"MNIST_STORAGE: expected one of local, azure_blob, found 's3'"),
+        ({"MNIST_MIN_ACCURACY": "high"}, r"expected a number between 0 and 1, found 'high'"),
+        ({"MNIST_MIN_ACCURACY": "1.5"}, r"between 0 and 1"),
+        ({"MNIST_STORAGE": "azure_blob"}, r"needs AZURE_STORAGE_ACCOUNT_URL"),
+    ],
+)
+def test_bad_values_are_explained(env: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        Settings.from_env(env)
+
+
+def test_secrets_stay_in_the_environment() -> None:
+    secret = "c2VjcmV0LWtleS12YWx1ZQ=="
+    s = Settings.from_env(
+        {
+            "MNIST_STORAGE": "azure_blob",
+            "AZURE_STORAGE_ACCOUNT_URL": "https://acct.blob.core.windows.net",
+            "AZURE_STORAGE_KEY": secret,
+        }
+    )
+    assert secret not in repr(s)
+    store = s.object_store()
+    assert isinstance(store, AzureBlobObjectStore)
+    # The resource carries a reference to the variable, not its value.
+    assert secret not in repr(store.__dict__)
+    assert "AZURE_STORAGE_KEY" in repr(store.__dict__)
