@@ -13,6 +13,7 @@ INFERENCE_PREFIX = "inference"
 PREDICTIONS_PREFIX = "predictions"
 CURRENT = "current.json"
 BATCH_MARKER = "_SUCCESS"
+SCORED_WITH = "_scored_with.json"  # beside predictions: which model/files/code produced them
 
 
 def raw_version_prefix(version: str) -> str:

@@ -3,7 +3,7 @@ import dagster as dg
 from resources.compute import ComputeBackend, WorkloadRequest, idempotency_key
 from resources.storage import ObjectStore, validate_name
 
-from .layout import BATCH_MARKER, CURRENT, MODELS_PREFIX, batch_prefix, predictions_prefix
+from .layout import BATCH_MARKER, CURRENT, MODELS_PREFIX, SCORED_WITH, batch_prefix, predictions_prefix
 from .model import mnist_model
 from .pictures import bar_chart, markdown_image
 from .versions import SCORE_CODE_VERSION
@@ -47,6 +47,16 @@ def mnist_predictions(
     if not objects:
         raise dg.Failure(f"inference batch {batch_id!r} has no image files under {storage.uri(source)}")
     out = predictions_prefix(batch_id)
+    version = _digest(model["version"], SCORE_CODE_VERSION, *(f"{o.name}@{o.etag}" for o in objects))
+    stamp = f"{out}/{SCORED_WITH}"
+    if storage.exists(stamp) and storage.get_json(stamp).get("version") == version:
+        context.log.info(
+            f"Not rescoring batch {batch_id!r}: same model ({model['version']}), same files and same scoring code "
+            "as the stored predictions."
+        )
+        return _result(
+            storage, out, model["version"], version, {"scoring": "reused (model, files and code unchanged)"}
+        )
     request = WorkloadRequest(
         task="score",
         idempotency_key=idempotency_key(context, "score"),
@@ -54,6 +64,15 @@ def mnist_predictions(
         outputs={"predictions": out},
     )
     result = compute.run(context, request, storage)
+    storage.put_json(stamp, {"version": version, "model": model["version"]})
+    return _result(
+        storage, out, model["version"], version, {"scoring": "fresh", "compute_job": result.job_id}
+    )
+
+
+def _result(
+    storage: ObjectStore, out: str, model_version: str, version: str, extra: dict[str, str]
+) -> dg.MaterializeResult:
     summary = storage.get_json(f"{out}/summary.json")
     counts = [int(summary["label_counts"][str(d)]) for d in range(10)]
     return dg.MaterializeResult(
@@ -66,11 +85,11 @@ def mnist_predictions(
                 bar_chart(counts, [str(d) for d in range(10)]), "predicted digits"
             ),
             "files": dg.MetadataValue.json(summary["files"]),
-            "model_version": model["version"],
+            "model_version": model_version,
             "location": dg.MetadataValue.path(storage.uri(f"{out}/predictions.csv")),
-            "compute_job": result.job_id,
+            **extra,
         },
-        data_version=dg.DataVersion(_digest(model["version"], *(o.etag for o in objects))),
+        data_version=dg.DataVersion(version),
     )
 
 

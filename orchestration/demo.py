@@ -52,7 +52,12 @@ def main() -> int:
     instance.add_dynamic_partitions(INFERENCE_BATCHES, [DEMO_BATCH])
     defs = build_definitions(settings)
     result = defs.resolve_job_def("mnist_pipeline").execute_in_process(
-        instance=instance, partition_key=DEMO_BATCH, raise_on_error=False
+        instance=instance,
+        partition_key=DEMO_BATCH,
+        raise_on_error=False,
+        run_config={
+            "loggers": {"console": {"config": {"log_level": os.environ.get("DEMO_LOG_LEVEL", "INFO")}}}
+        },
     )
     elapsed = time.perf_counter() - started
     if not result.success:

@@ -56,6 +56,7 @@ def test_main_command_on_local_storage(tmp_path: Path) -> None:
     again = run_demo(tmp_path, {})
     assert again.returncode == 0
     assert "Not retraining: model" in again.stderr
+    assert "Not rescoring batch 'mnist-t10k'" in again.stderr
 
 
 @pytest.mark.slow
