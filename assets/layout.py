@@ -10,6 +10,7 @@ from __future__ import annotations
 RAW_PREFIX = "raw/mnist"
 MODELS_PREFIX = "models/mnist"
 INFERENCE_PREFIX = "inference"
+TRAINING_PREFIX = "training"
 PREDICTIONS_PREFIX = "predictions"
 CURRENT = "current.json"
 BATCH_MARKER = "_SUCCESS"

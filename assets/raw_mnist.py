@@ -3,13 +3,23 @@ from datetime import UTC, datetime
 
 import dagster as dg
 import numpy as np
+from pydantic import Field
 
-from resources.mnist_source import MNIST_FILES, MnistSource
+from resources.mnist_source import MNIST_FILES, MnistSource, StoredSetSource
 from resources.storage import ObjectStore
 from workload.mnist_idx import parse_split
 
 from .layout import CURRENT, RAW_PREFIX, raw_version_prefix
 from .pictures import digit_grid, markdown_image, markdown_table
+
+
+class RawMnistConfig(dg.Config):
+    training_set: str | None = Field(
+        default=None,
+        description="Object-store folder of a labelled set (the four IDX files + md5sums) to use instead of "
+        "the MNIST source; the training-data sensor sets it for the set that landed.",
+    )
+
 
 SPLITS = {"train": MNIST_FILES[0:2], "t10k": MNIST_FILES[2:4]}
 
@@ -27,7 +37,7 @@ def dataset_version(checksums: dict[str, str]) -> str:
     tags={"layer": "raw"},
 )
 def raw_mnist(
-    context: dg.AssetExecutionContext, mnist_source: MnistSource, storage: ObjectStore
+    context: dg.AssetExecutionContext, config: RawMnistConfig, mnist_source: MnistSource, storage: ObjectStore
 ) -> dg.MaterializeResult:
     """Raw MNIST: handwritten digits 0-9 as 28x28 grayscale images, with their labels.
 
@@ -38,7 +48,10 @@ def raw_mnist(
     The version is a digest of the checksums, so unchanged data keeps its version and nothing downstream
     goes stale.
     """
-    expected = mnist_source.expected_checksums()
+    source: MnistSource | StoredSetSource = mnist_source
+    if config.training_set:
+        source = StoredSetSource(storage, config.training_set)
+    expected = source.expected_checksums()
     version = dataset_version(expected)
     prefix = raw_version_prefix(version)
     stored = (
@@ -54,12 +67,12 @@ def raw_mnist(
     else:
         files = {}
         for name in MNIST_FILES:
-            fetched = mnist_source.fetch(name, expected[name])
+            fetched = source.fetch(name, expected[name])
             files[name] = fetched.data
             context.log.info(
                 f"Fetched and verified {fetched.origin} ({len(fetched.data):,} bytes, md5 {fetched.md5})"
             )
-        origin = mnist_source.describe()
+        origin = source.describe()
 
     # Parse everything before writing anything: a bad file must leave storage untouched.
     parsed = {split: parse_split(files[img], img, files[lab], lab) for split, (img, lab) in SPLITS.items()}

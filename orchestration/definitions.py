@@ -8,6 +8,7 @@ from assets.model import mnist_model
 from assets.predictions import mnist_predictions
 from assets.raw_mnist import raw_mnist
 from orchestration.jobs import JOBS
+from orchestration.sensors import build_sensors
 from orchestration.settings import Settings
 
 
@@ -15,6 +16,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     return dg.Definitions(
         assets=[raw_mnist, mnist_model, mnist_predictions],
         jobs=JOBS,
+        sensors=build_sensors(settings.sensor_settings()),
         resources=settings.resources(),
     )
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from assets.model import mnist_model
-from assets.predictions import inference_batches, mnist_predictions
+from assets.predictions import mnist_predictions
 from assets.raw_mnist import raw_mnist
 
 # One process per run, not one per step: the steps are sequential and each would otherwise pay
@@ -16,7 +16,6 @@ mnist_pipeline = dg.define_asset_job(
     "mnist_pipeline",
     selection=dg.AssetSelection.assets(raw_mnist, mnist_model, mnist_predictions),
     description="Raw MNIST -> trained model -> predictions for one inference batch (the partition).",
-    partitions_def=inference_batches,
     executor_def=EXECUTOR,
 )
 train_model = dg.define_asset_job(
@@ -29,7 +28,6 @@ score_batch = dg.define_asset_job(
     "score_batch",
     selection=dg.AssetSelection.assets(mnist_predictions),
     description="Score one inference batch (the partition) with the promoted model.",
-    partitions_def=inference_batches,
     executor_def=EXECUTOR,
 )
 

@@ -15,7 +15,10 @@ from typing import Any, Literal
 
 import dagster as dg
 
+from orchestration.batches import BatchRules
+from orchestration.sensors import SensorSettings
 from resources.compute import ComputeBackend, LocalProcessBackend
+from resources.events import BlobEventQueue
 from resources.mnist_source import CANONICAL_URL, MnistSource
 from resources.quality import QualityGate
 from resources.storage import AzureBlobObjectStore, LocalObjectStore, ObjectStore
@@ -31,6 +34,14 @@ KNOWN: dict[str, str] = {
     "MNIST_SOURCE": f"base URL or directory of the four MNIST files (default {CANONICAL_URL})",
     "MNIST_SOURCE_CHECKSUMS": "explicit 'file=md5,...' for a source without an md5sums file",
     "MNIST_MIN_ACCURACY": "held-out accuracy a model needs to be promoted (default 0.97)",
+    "MNIST_SENSOR_MODE": "how sensors notice new data: 'listing' (default) or 'events' (Event Grid via storage queues)",
+    "MNIST_SENSOR_INTERVAL": "seconds between sensor ticks (default 5; the daemon ticks at most every 5 s)",
+    "MNIST_BATCH_MARKER": "object that marks a folder complete (default _SUCCESS)",
+    "MNIST_BATCH_QUIET_SECONDS": "also treat a folder as complete after this many seconds without new objects",
+    "MNIST_SENSOR_MAX_PER_TICK": "folders (listing) or queue messages (events) handled per tick (default 50 / 256)",
+    "MNIST_INFERENCE_QUEUE": "events mode: storage queue receiving BlobCreated events for inference/",
+    "MNIST_TRAINING_QUEUE": "events mode: storage queue receiving BlobCreated events for training/",
+    "AZURE_STORAGE_QUEUE_URL": "events mode: https://<account>.queue.core.windows.net (else from the connection string)",
     "AZURE_STORAGE_CONTAINER": "blob container (default 'mnist'), with MNIST_STORAGE=azure_blob",
     "AZURE_STORAGE_ACCOUNT_URL": "e.g. https://<account>.blob.core.windows.net",
     "AZURE_STORAGE_CONNECTION_STRING": "secret: connection string (instead of account URL + credential)",
@@ -57,6 +68,14 @@ class Settings:
     azure_account_url: str | None = None
     # Which secrets are present (names only; values stay in the environment).
     azure_secrets: tuple[str, ...] = ()
+    sensor_mode: Literal["listing", "events"] = "listing"
+    sensor_interval: int = 5
+    batch_marker: str = "_SUCCESS"
+    batch_quiet_seconds: float | None = None
+    sensor_max_per_tick: int | None = None
+    inference_queue: str = "inference-events"
+    training_queue: str = "training-events"
+    azure_queue_url: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -96,6 +115,30 @@ class Settings:
         if account_url := env.get("AZURE_STORAGE_ACCOUNT_URL"):
             values["azure_account_url"] = account_url
         values["azure_secrets"] = tuple(s for s in SECRETS if env.get(s))
+        if mode := env.get("MNIST_SENSOR_MODE"):
+            values["sensor_mode"] = _choice("MNIST_SENSOR_MODE", mode, ("listing", "events"))
+        for var, key in (
+            ("MNIST_SENSOR_INTERVAL", "sensor_interval"),
+            ("MNIST_SENSOR_MAX_PER_TICK", "sensor_max_per_tick"),
+        ):
+            if raw := env.get(var):
+                values[key] = _positive(var, raw, int)
+        if quiet := env.get("MNIST_BATCH_QUIET_SECONDS"):
+            values["batch_quiet_seconds"] = _positive("MNIST_BATCH_QUIET_SECONDS", quiet, float)
+        if marker := env.get("MNIST_BATCH_MARKER"):
+            if "/" in marker or marker in (".", ".."):
+                raise SettingsError(
+                    f"MNIST_BATCH_MARKER: expected a file name like _SUCCESS, found {marker!r}"
+                )
+            values["batch_marker"] = marker
+        for var, key in (
+            ("MNIST_INFERENCE_QUEUE", "inference_queue"),
+            ("MNIST_TRAINING_QUEUE", "training_queue"),
+        ):
+            if raw := env.get(var):
+                values[key] = raw
+        if queue_url := env.get("AZURE_STORAGE_QUEUE_URL"):
+            values["azure_queue_url"] = queue_url
         settings = cls(**values)
         if settings.storage == "azure_blob" and not (
             settings.azure_account_url or "AZURE_STORAGE_CONNECTION_STRING" in settings.azure_secrets
@@ -103,6 +146,11 @@ class Settings:
             raise SettingsError(
                 "MNIST_STORAGE=azure_blob needs AZURE_STORAGE_ACCOUNT_URL (with a key, a SAS token or an Azure "
                 "identity) or AZURE_STORAGE_CONNECTION_STRING"
+            )
+        if settings.sensor_mode == "events" and settings.storage != "azure_blob":
+            raise SettingsError(
+                "MNIST_SENSOR_MODE=events needs MNIST_STORAGE=azure_blob: blob events come from Azure Storage via "
+                "Event Grid; the local directory is watched by listing"
             )
         return settings
 
@@ -125,13 +173,53 @@ class Settings:
     def compute_backend(self) -> ComputeBackend:
         return LocalProcessBackend(work_dir=str(self.work_dir))
 
+    def event_queue(self, queue: str) -> BlobEventQueue:
+        secret = {
+            "connection_string": "AZURE_STORAGE_CONNECTION_STRING",
+            "account_key": "AZURE_STORAGE_KEY",
+            "sas_token": "AZURE_STORAGE_SAS_TOKEN",
+        }
+        chosen: dict[str, Any] = {
+            field: dg.EnvVar(var) for field, var in secret.items() if var in self.azure_secrets
+        }
+        return BlobEventQueue(queue=queue, account_url=self.azure_queue_url, **chosen)
+
+    def sensor_settings(self) -> SensorSettings:
+        events = self.sensor_mode == "events"
+        per_tick = self.sensor_max_per_tick
+        return SensorSettings(
+            interval_seconds=self.sensor_interval,
+            rules=BatchRules(marker=self.batch_marker, quiet_seconds=self.batch_quiet_seconds),
+            max_folders_per_tick=per_tick or 50,
+            max_messages_per_tick=per_tick or 256,
+            events=events,
+            events_container=self.azure_container if events else None,
+        )
+
     def resources(self) -> dict[str, Any]:
+        events: dict[str, Any] = {}
+        if self.sensor_mode == "events":
+            events = {
+                "inference_events": self.event_queue(self.inference_queue),
+                "training_events": self.event_queue(self.training_queue),
+            }
         return {
+            **events,
             "storage": self.object_store(),
             "compute": self.compute_backend(),
             "mnist_source": MnistSource(location=self.source, checksums=self.source_checksums),
             "quality": QualityGate(min_accuracy=self.min_accuracy),
         }
+
+
+def _positive(name: str, raw: str, kind: type[int] | type[float]) -> Any:
+    try:
+        value = kind(raw)
+    except ValueError:
+        value = -1
+    if value <= 0:
+        raise SettingsError(f"{name}: expected a positive {kind.__name__}, found {raw!r}")
+    return value
 
 
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> Any:

@@ -11,6 +11,8 @@ from urllib.parse import urlparse
 import dagster as dg
 from pydantic import Field
 
+from resources.storage import ObjectStore
+
 MNIST_FILES = (
     "train-images-idx3-ubyte.gz",
     "train-labels-idx1-ubyte.gz",
@@ -169,3 +171,45 @@ class MnistSource(dg.ConfigurableResource):
                 f"{origin}: checksum mismatch: expected md5 {expected_md5}, found {md5} ({len(data)} bytes)"
             )
         return FetchedFile(name, data, md5, origin)
+
+
+class StoredSetSource:
+    """A labelled set that another system dropped into the object store (`training/<set>/`).
+
+    Same contract as `MnistSource`: the four IDX files, verified against the set's own `md5sums`.
+    """
+
+    def __init__(self, store: ObjectStore, prefix: str) -> None:
+        self.store = store
+        self.prefix = prefix.rstrip("/")
+
+    def describe(self) -> str:
+        return self.store.uri(self.prefix)
+
+    def expected_checksums(self) -> dict[str, str]:
+        name = f"{self.prefix}/md5sums"
+        if not self.store.exists(name):
+            raise SourceError(
+                f"{self.store.uri(name)}: missing; a training set must carry an md5sums file for its four IDX files"
+            )
+        sums = parse_md5sums(
+            self.store.get_bytes(name).decode("utf-8", errors="replace"), self.store.uri(name)
+        )
+        missing = [n for n in MNIST_FILES if n not in sums]
+        if missing:
+            raise SourceError(f"{self.store.uri(name)}: no checksum for {', '.join(missing)}")
+        return {n: sums[n] for n in MNIST_FILES}
+
+    def fetch(self, name: str, expected_md5: str) -> FetchedFile:
+        path = f"{self.prefix}/{name}"
+        if not self.store.exists(path):
+            raise SourceError(
+                f"{self.store.uri(path)}: missing (expected the MNIST file {name} in the training set)"
+            )
+        data = self.store.get_bytes(path)
+        md5 = hashlib.md5(data).hexdigest()
+        if md5 != expected_md5:
+            raise SourceError(
+                f"{self.store.uri(path)}: checksum mismatch: expected md5 {expected_md5}, found {md5} ({len(data)} bytes)"
+            )
+        return FetchedFile(name, data, md5, self.store.uri(path))
