@@ -99,6 +99,7 @@ def mnist_model(
             task="train",
             idempotency_key=idempotency_key(context, "train"),
             inputs={"raw": raw["prefix"]},
+            immutable_inputs=frozenset({"raw"}),
             outputs={"model": prefix},
             params=params,
         )

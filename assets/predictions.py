@@ -62,6 +62,7 @@ def mnist_predictions(
         idempotency_key=idempotency_key(context, "score"),
         inputs={"model": model["model"], "batch": source},
         outputs={"predictions": out},
+        immutable_inputs=frozenset({"model"}),
     )
     result = compute.run(context, request, storage)
     storage.put_json(stamp, {"version": version, "model": model["version"]})

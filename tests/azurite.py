@@ -24,7 +24,7 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def run_azurite(workdir: Path) -> Iterator[dict[str, str]]:
+def run_azurite(workdir: Path, keep: bool = False) -> Iterator[dict[str, str]]:
     if not AZURITE.exists():
         raise FileNotFoundError(f"{AZURITE} is missing: run './run test' (it installs Azurite with npm)")
     blob, queue = free_port(), free_port()
@@ -79,4 +79,5 @@ def run_azurite(workdir: Path) -> Iterator[dict[str, str]]:
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
-        shutil.rmtree(workdir, ignore_errors=True)
+        if not keep:
+            shutil.rmtree(workdir, ignore_errors=True)

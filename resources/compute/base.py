@@ -70,6 +70,8 @@ class WorkloadRequest:
     inputs: Mapping[str, str]
     outputs: Mapping[str, str]
     params: Mapping[str, ParamValue] = field(default_factory=dict)
+    # Inputs whose folder never changes once written (versioned models, raw data): backends may cache them.
+    immutable_inputs: frozenset[str] = frozenset()
 
     @property
     def key_digest(self) -> str:

@@ -8,6 +8,7 @@ did not start the job (a retry after a crash) can tell how it ended.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shlex
@@ -16,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import ClassVar
@@ -84,8 +86,11 @@ class LocalProcessBackend(ComputeBackend):
             shutil.rmtree(job_dir / folder, ignore_errors=True)
         args: list[str] = [self.python or sys.executable, "-m", self.module, request.task]
         for name, prefix in request.inputs.items():
-            local = job_dir / "inputs" / name
-            store.download_prefix(prefix, local)
+            if name in request.immutable_inputs:
+                local = self._cached(store, prefix)
+            else:
+                local = job_dir / "inputs" / name
+                store.download_prefix(prefix, local)
             args += ["--input", f"{name}={local}"]
         for name in request.outputs:
             local = job_dir / "outputs" / name
@@ -111,6 +116,21 @@ class LocalProcessBackend(ComputeBackend):
         (job_dir / "pid").write_text(str(proc.pid))
         self._procs[job_id] = proc
         return job_id
+
+    def _cached(self, store: ObjectStore, prefix: str) -> Path:
+        """A local copy of an immutable folder, downloaded once and shared by every later job."""
+        key = hashlib.sha256(f"{store.describe()}|{prefix}".encode()).hexdigest()[:24]
+        cache = Path(self.work_dir).expanduser().resolve() / "cache"
+        target = cache / key
+        if target.is_dir():
+            return target
+        staging = cache / f".{key}.{uuid.uuid4().hex}"
+        store.download_prefix(prefix, staging)
+        try:
+            staging.rename(target)  # atomic; a concurrent job may have won the race, which is fine
+        except OSError:
+            shutil.rmtree(staging, ignore_errors=True)
+        return target
 
     def status(self, job_id: str) -> JobStatus:
         job_dir = self._job_dir(job_id)

@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
+
+TRANSFER_THREADS = 8  # parallel object transfers: many small blobs are latency-bound, not bandwidth-bound
 
 
 @dataclass(frozen=True)
@@ -86,18 +89,23 @@ class ObjectStore(dg.ConfigurableResource, ABC):
         """Upload a directory tree under `prefix`; files named in `last` go last (e.g. a manifest)."""
         files = sorted(p for p in local_dir.rglob("*") if p.is_file())
         rel = [p.relative_to(local_dir).as_posix() for p in files]
-        order = sorted(
-            range(len(files)), key=lambda i: (rel[i] in last, last.index(rel[i]) if rel[i] in last else 0)
-        )
-        return [self.put_file(prefix.rstrip("/") + "/" + rel[i], files[i]) for i in order]
+        base = prefix.rstrip("/") + "/"
+        first = [i for i in range(len(files)) if rel[i] not in last]
+        final = sorted((i for i in range(len(files)) if rel[i] in last), key=lambda i: last.index(rel[i]))
+        with ThreadPoolExecutor(TRANSFER_THREADS) as pool:
+            uploaded = list(pool.map(lambda i: self.put_file(base + rel[i], files[i]), first))
+        return uploaded + [self.put_file(base + rel[i], files[i]) for i in final]
 
     def download_prefix(self, prefix: str, local_dir: Path) -> list[Path]:
         """Download every object under `prefix` into `local_dir`, keeping relative paths."""
-        out = []
         base = prefix if prefix.endswith("/") or not prefix else prefix + "/"
-        for obj in self.list(base):
-            target = local_dir / obj.name[len(base) :]
+        names = [obj.name for obj in self.list(base)]
+
+        def fetch(name: str) -> Path:
+            target = local_dir / name[len(base) :]
             target.parent.mkdir(parents=True, exist_ok=True)
-            self.download_file(obj.name, target)
-            out.append(target)
-        return out
+            self.download_file(name, target)
+            return target
+
+        with ThreadPoolExecutor(TRANSFER_THREADS) as pool:
+            return list(pool.map(fetch, names))

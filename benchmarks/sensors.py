@@ -1,0 +1,283 @@
+"""Sensor benchmark: tick cost at 100,000 objects, and marker -> run STARTED latency under the daemon.
+
+    ./run bench-sensors               # both parts; builds the large Azurite container once (minutes)
+    ./run bench-sensors --part tick   # or --part latency
+
+Tick cost: 10,000 already-scored batches (100,000 objects) and 10 new batches (100 objects) in one
+container; one tick of the listing sensor, of the events sensor (100 BlobCreated events in the queue),
+and of a naive full listing, side by side: wall time and HTTP requests sent to storage.
+Latency: a real daemon with the shipped local instance settings; 20 batches uploaded one by one; time
+from the marker's upload to the run's STARTED, p50/p95, for events and listing mode.
+Not a test: it reports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(PROJECT_ROOT))
+STATE = PROJECT_ROOT / "benchmarks" / "results"
+OLD_BATCHES, FILES_PER_BATCH, NEW_BATCHES = 10_000, 10, 10
+CONTAINER = "bench100k"
+
+
+class Counter:
+    def __init__(self) -> None:
+        self.n = 0
+
+    def __call__(self, request: Any) -> None:
+        self.n += 1
+
+
+def blob_store(conn: str, counter: Counter) -> Any:
+    """An AzureBlobObjectStore whose client counts every HTTP request it sends."""
+    from azure.storage.blob import BlobServiceClient
+
+    from resources.storage import AzureBlobObjectStore
+
+    store = AzureBlobObjectStore(container=CONTAINER, connection_string=conn)
+    service = BlobServiceClient.from_connection_string(conn, raw_request_hook=counter)
+    store._client = service.get_container_client(CONTAINER)
+    return store
+
+
+def build_container(conn: str) -> dict[str, str]:
+    """100,000 objects in 10,000 scored batches; returns their versions (as the sensor computes them)."""
+    from azure.storage.blob import ContainerClient
+
+    from orchestration.batches import BatchRules, assess
+    from resources.storage import ObjectInfo
+
+    versions_file = STATE / "bench100k-versions.json"
+    container = ContainerClient.from_connection_string(conn, CONTAINER)
+    if container.exists() and versions_file.exists():
+        return json.loads(versions_file.read_text())
+    if not container.exists():
+        container.create_container()
+    print(f"building {OLD_BATCHES * FILES_PER_BATCH:,} objects once (reused next time)...", flush=True)
+
+    def batch(i: int) -> tuple[str, str]:
+        bid = f"old-{i:05d}"
+        infos = []
+        for part in range(FILES_PER_BATCH):
+            name = (
+                f"inference/{bid}/part-{part}.idx3-ubyte"
+                if part < FILES_PER_BATCH - 1
+                else f"inference/{bid}/_SUCCESS"
+            )
+            data = b"" if name.endswith("_SUCCESS") else b"x" * 16
+            r = container.get_blob_client(name).upload_blob(data, overwrite=True)
+            infos.append(ObjectInfo(name, len(data), r["etag"], r["last_modified"]))
+        return bid, assess(bid, infos, BatchRules(), datetime.now(UTC)).version
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(16) as pool:
+        versions = dict(pool.map(batch, range(OLD_BATCHES)))
+    print(f"  built in {time.perf_counter() - started:.0f} s", flush=True)
+    STATE.mkdir(parents=True, exist_ok=True)
+    versions_file.write_text(json.dumps(versions))
+    return versions
+
+
+def tick_part(conn: str) -> dict[str, Any]:
+    from azure.storage.blob import ContainerClient
+    from azure.storage.queue import QueueClient
+
+    from orchestration.batches import BatchRules, assess
+    from orchestration.watch import WatchCursor, scan_events, scan_listing
+    from resources.events import BlobEventQueue
+    from tests.events import blob_created_event
+
+    versions = build_container(conn)
+    container = ContainerClient.from_connection_string(conn, CONTAINER)
+    queue = QueueClient.from_connection_string(conn, f"bench{uuid.uuid4().hex[:8]}")
+    queue.create_queue()
+    run = uuid.uuid4().hex[:6]
+    for i in range(NEW_BATCHES):  # 100 new objects, each announced by an event
+        for part in range(FILES_PER_BATCH):
+            name = (
+                f"inference/new-{run}-{i}/part-{part}.idx3-ubyte"
+                if part < FILES_PER_BATCH - 1
+                else f"inference/new-{run}-{i}/_SUCCESS"
+            )
+            data = b"" if name.endswith("_SUCCESS") else b"x" * 16
+            r = container.get_blob_client(name).upload_blob(data, overwrite=True)
+            event = blob_created_event(container, name, r["etag"], len(data))
+            queue.send_message(base64.b64encode(json.dumps(event).encode()).decode())
+    rules = BatchRules()
+    results: dict[str, Any] = {}
+
+    def measure(label: str, fn: Any) -> None:
+        counter = Counter()
+        store = blob_store(conn, counter)
+        started = time.perf_counter()
+        found = fn(store, counter)
+        results[label] = {
+            "seconds": round(time.perf_counter() - started, 3),
+            "requests": counter.n,
+            "new_runs": found,
+        }
+
+    def listing(store: Any, counter: Counter) -> int:
+        cursor = WatchCursor(done=dict(versions))
+        return len(scan_listing(store, "inference/", rules, cursor, max_folders=50, rotate=10).ready)
+
+    def events(store: Any, counter: Counter) -> int:
+        q = BlobEventQueue(queue=queue.queue_name, connection_string=conn)
+        q._client = QueueClient.from_connection_string(conn, queue.queue_name, raw_request_hook=counter)
+        plan = scan_events(store, q, CONTAINER, "inference/", rules, WatchCursor(done=dict(versions)),
+                           max_messages=256, long_poll_seconds=0)  # fmt: skip
+        return len(plan.ready)
+
+    def naive(store: Any, counter: Counter) -> int:
+        by_batch: dict[str, list[Any]] = {}
+        for obj in store.list("inference/"):
+            by_batch.setdefault(obj.name.split("/")[1], []).append(obj)
+        now = datetime.now(UTC)
+        return sum(
+            1
+            for b, objs in by_batch.items()
+            if assess(b, objs, rules, now).complete and versions.get(b) is None
+        )
+
+    measure("listing", listing)
+    measure("events", events)
+    measure("naive full listing", naive)
+    results["objects"] = OLD_BATCHES * FILES_PER_BATCH + NEW_BATCHES * FILES_PER_BATCH
+    return results
+
+
+def latency_part(conn: str, mode: str, samples: int) -> dict[str, Any]:
+    import dagster as dg
+    from azure.storage.blob import ContainerClient
+    from azure.storage.queue import QueueClient
+
+    from tests.daemon import Daemon, wait_for
+    from tests.events import upload_and_notify
+    from tests.synthetic import make_digits, write_source
+    from workload.mnist_idx import encode_idx
+
+    work = Path(tempfile.mkdtemp(prefix=f"sensor-latency-{mode}-"))
+    container_name = f"lat{uuid.uuid4().hex[:8]}"
+    queue_name = f"lat{uuid.uuid4().hex[:8]}"
+    write_source(work / "source")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE", "MNIST_", "DAGSTER_"))}
+    env.update(MNIST_STORAGE="azure_blob", AZURE_STORAGE_CONTAINER=container_name,
+               AZURE_STORAGE_CONNECTION_STRING=conn, MNIST_SOURCE=str(work / "source"),
+               MNIST_WORK_DIR=str(work / "compute"), MNIST_MIN_ACCURACY="0.8", MNIST_SENSOR_INTERVAL="1")  # fmt: skip
+    if mode == "events":
+        env.update(MNIST_SENSOR_MODE="events", MNIST_INFERENCE_QUEUE=queue_name)
+        QueueClient.from_connection_string(conn, queue_name).create_queue()
+    daemon = Daemon(work / "home", env)
+    (work / "train.yaml").write_text(
+        "ops:\n  mnist_model:\n    config:\n      pca_components: 20\n      kernel_components: 200\n"
+    )
+    daemon.cli(
+        "job",
+        "execute",
+        "-j",
+        "train_model",
+        "-c",
+        str(work / "train.yaml"),
+        target=("-m", "orchestration.definitions"),
+    )
+    daemon.cli("sensor", "start", "inference_batch_sensor")
+    daemon.start()
+    container = ContainerClient.from_connection_string(conn, container_name)
+    queue = QueueClient.from_connection_string(conn, queue_name)
+    instance = daemon.instance()
+    payload = encode_idx(make_digits(20, 0)[0])
+    time.sleep(8)  # let the daemon load the code location
+    lags = []
+    try:
+        for i in range(samples):
+            bid = f"lat-{i:02d}"
+            container.get_blob_client(f"inference/{bid}/digits.idx3-ubyte.gz").upload_blob(
+                payload, overwrite=True
+            )
+            t0 = time.time()
+            if mode == "events":
+                upload_and_notify(container, queue, f"inference/{bid}/_SUCCESS", b"")
+            else:
+                container.get_blob_client(f"inference/{bid}/_SUCCESS").upload_blob(b"", overwrite=True)
+
+            def started(bid: str = bid) -> bool:
+                runs = [r for r in instance.get_run_records() if r.dagster_run.tags.get("mnist/batch") == bid]
+                return bool(runs) and runs[0].start_time is not None
+
+            wait_for(started, timeout=120, what=f"run for {bid} to start", log=daemon.log)
+            record = next(
+                r for r in instance.get_run_records() if r.dagster_run.tags.get("mnist/batch") == bid
+            )
+            assert record.start_time is not None
+            lags.append(record.start_time - t0)
+            wait_for(
+                lambda: all(r.dagster_run.is_finished for r in instance.get_run_records()),
+                timeout=120,
+                what="run end",
+            )
+            time.sleep(1.0 + (i % 5) * 0.9)  # spread marker arrivals over the daemon's tick phase
+    finally:
+        daemon.stop()
+    lags.sort()
+    _ = dg
+    return {
+        "samples": len(lags),
+        "p50_seconds": round(statistics.median(lags), 2),
+        "p95_seconds": round(lags[max(0, round(0.95 * len(lags)) - 1)], 2),
+        "max_seconds": round(lags[-1], 2),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--part", choices=["tick", "latency", "all"], default="all")
+    parser.add_argument("--samples", type=int, default=20)
+    args = parser.parse_args()
+    from tests.azurite import run_azurite
+
+    location = STATE / "azurite"
+    location.mkdir(parents=True, exist_ok=True)
+    report: dict[str, Any] = {}
+    with run_azurite(location, keep=True) as az:
+        if args.part in ("tick", "all"):
+            report["tick"] = tick_part(az["connection_string"])
+            t = report["tick"]
+            print(
+                f"\nSensor tick with {t['objects']:,} objects in the container, {NEW_BATCHES * FILES_PER_BATCH} of them new:"
+            )
+            for label in ("listing", "events", "naive full listing"):
+                r = t[label]
+                print(
+                    f"  {label:<20} {r['seconds']:7.3f} s  {r['requests']:6d} requests  {r['new_runs']} new batches"
+                )
+            for label in ("listing", "events"):
+                print(f"  naive / {label}: {t['naive full listing']['seconds'] / t[label]['seconds']:.0f}x time, "
+                      f"{t['naive full listing']['requests'] / max(1, t[label]['requests']):.0f}x requests")  # fmt: skip
+        if args.part in ("latency", "all"):
+            for mode in ("events", "listing"):
+                r = latency_part(az["connection_string"], mode, args.samples)
+                report[f"latency_{mode}"] = r
+                print(f"\nMarker upload -> run STARTED, {mode} mode, {r['samples']} batches: "
+                      f"p50 {r['p50_seconds']} s, p95 {r['p95_seconds']} s, max {r['max_seconds']} s")  # fmt: skip
+    (STATE / "sensors.json").write_text(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
