@@ -107,7 +107,8 @@ def scan_listing(
             f"{len(fresh) - max_folders} more folder(s) to look at on the next tick (cap {max_folders})"
         )
     # Re-check a few done folders per tick, in rotation, to notice re-uploads without listing everything.
-    done = sorted(f for f in cursor.done if f in set(folders))
+    present = set(folders)
+    done = sorted(f for f in cursor.done if f in present)
     if done and rotate:
         start = next((i for i, f in enumerate(done) if f > cursor.rotation), 0)
         picked = (done[start:] + done[:start])[: min(rotate, len(done))]

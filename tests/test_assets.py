@@ -9,7 +9,7 @@ import pytest
 
 from assets.model import ACCURACY_CHECK, TrainingConfig, mnist_model
 from assets.predictions import INFERENCE_BATCHES, mnist_predictions
-from assets.raw_mnist import raw_mnist
+from assets.raw_mnist import RawMnistConfig, raw_mnist
 from resources.compute import LocalProcessBackend
 from resources.mnist_source import MNIST_FILES, MnistSource
 from resources.quality import QualityGate
@@ -222,3 +222,29 @@ def write_md5sums(directory: Path) -> None:
 
 def test_synthetic_source_helper_is_deterministic(tmp_path: Path) -> None:
     assert write_source(tmp_path / "a") == write_source(tmp_path / "b")
+
+
+def test_training_set_dropped_in_storage_is_used(env: Env) -> None:
+    for name in [*MNIST_FILES, "md5sums"]:
+        env.storage.put_bytes(f"training/s1/{name}", (env.source / name).read_bytes())
+    result = dg.materialize(
+        [raw_mnist, mnist_model],
+        resources=env.resources(),
+        instance=env.instance,
+        run_config=dg.RunConfig(
+            ops={"raw_mnist": RawMnistConfig(training_set="training/s1"), "mnist_model": SMALL}
+        ),
+    )
+    assert result.success
+    raw = result.asset_materializations_for_node("raw_mnist")[0].metadata
+    assert str(raw["source"].value).endswith("training/s1")
+
+    env.storage.put_bytes("training/s2/train-images-idx3-ubyte.gz", b"x")
+    bad = dg.materialize(
+        [raw_mnist],
+        resources=env.resources(),
+        instance=env.instance,
+        run_config=dg.RunConfig(ops={"raw_mnist": RawMnistConfig(training_set="training/s2")}),
+        raise_on_error=False,
+    )
+    assert "training/s2/md5sums: missing" in error_text(bad)
