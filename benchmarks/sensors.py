@@ -248,6 +248,7 @@ def main() -> int:
     )
     parser.add_argument("--part", choices=["tick", "latency", "all"], default="all")
     parser.add_argument("--samples", type=int, default=20)
+    parser.add_argument("--modes", default="events,listing", help="latency part: which sensor modes")
     args = parser.parse_args()
     from tests.azurite import run_azurite
 
@@ -270,12 +271,14 @@ def main() -> int:
                 print(f"  naive / {label}: {t['naive full listing']['seconds'] / t[label]['seconds']:.0f}x time, "
                       f"{t['naive full listing']['requests'] / max(1, t[label]['requests']):.0f}x requests")  # fmt: skip
         if args.part in ("latency", "all"):
-            for mode in ("events", "listing"):
+            for mode in args.modes.split(","):
                 r = latency_part(az["connection_string"], mode, args.samples)
                 report[f"latency_{mode}"] = r
                 print(f"\nMarker upload -> run STARTED, {mode} mode, {r['samples']} batches: "
                       f"p50 {r['p50_seconds']} s, p95 {r['p95_seconds']} s, max {r['max_seconds']} s")  # fmt: skip
-    (STATE / "sensors.json").write_text(json.dumps(report, indent=2))
+    out = STATE / "sensors.json"
+    previous = json.loads(out.read_text()) if out.exists() else {}
+    out.write_text(json.dumps({**previous, **report}, indent=2))
     return 0
 
 

@@ -76,8 +76,9 @@ def _plan(
             max_messages=s.max_messages_per_tick, long_poll_seconds=s.long_poll_seconds,
         )  # fmt: skip
     return scan_listing(
-        store, prefix, s.rules, cursor, max_folders=s.max_folders_per_tick, rotate=s.rotate_per_tick
-    )
+        store, prefix, s.rules, cursor, max_folders=s.max_folders_per_tick, rotate=s.rotate_per_tick,
+        long_poll_seconds=s.long_poll_seconds,
+    )  # fmt: skip
 
 
 def _score_request(state: BatchState) -> dg.RunRequest:

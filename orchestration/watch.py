@@ -24,6 +24,7 @@ from resources.storage import ObjectStore
 from .batches import BatchRules, BatchState, assess, basename, batch_id_problem
 
 CURSOR_VERSION = 1
+CHEAP_POLL_SECONDS = 0.5  # re-poll within a tick only while one listing round costs less than this
 
 
 @dataclass
@@ -72,12 +73,12 @@ def _look(store: ObjectStore, prefix: str, folder: str, rules: BatchRules, now: 
     return assess(folder, store.list(f"{prefix}{folder}/"), rules, now)
 
 
-def _consider(plan: TickPlan, state: BatchState) -> None:
+def _consider(plan: TickPlan, state: BatchState, waiting: list[str] | None = None) -> None:
     if state.complete and plan.cursor.done.get(state.batch_id) != state.version:
         plan.ready.append(state)
         plan.cursor.done[state.batch_id] = state.version
     elif not state.complete:
-        plan.notes.append(f"{state.batch_id}: {state.reason}")
+        (plan.notes if waiting is None else waiting).append(f"{state.batch_id}: {state.reason}")
 
 
 def _reject_if_bad(plan: TickPlan, folder: str) -> bool:
@@ -92,16 +93,26 @@ def _reject_if_bad(plan: TickPlan, folder: str) -> bool:
 
 def scan_listing(
     store: ObjectStore, prefix: str, rules: BatchRules, cursor: WatchCursor, *, max_folders: int, rotate: int,
-    now: datetime | None = None,
+    now: datetime | None = None, long_poll_seconds: float = 0.0,
 ) -> TickPlan:  # fmt: skip
-    now = now or datetime.now(UTC)
+    fixed_now = now
+    deadline = time.monotonic() + long_poll_seconds
     plan = TickPlan([], [], cursor)
-    folders = [d[len(prefix) : -1] for d in store.list_dirs(prefix)]
-    plan.listings += 1 + len(folders) // 5000
-    fresh = [f for f in folders if f not in cursor.done and not _reject_if_bad(plan, f)]
-    for folder in fresh[:max_folders]:
-        _consider(plan, _look(store, prefix, folder, rules, now))
-        plan.listings += 1
+    while True:
+        started = time.monotonic()
+        waiting: list[str] = []  # incomplete folders seen in this round
+        folders = [d[len(prefix) : -1] for d in store.list_dirs(prefix)]
+        plan.listings += 1 + len(folders) // 5000
+        fresh = [f for f in folders if f not in cursor.done and not _reject_if_bad(plan, f)]
+        for folder in fresh[:max_folders]:
+            _consider(plan, _look(store, prefix, folder, rules, fixed_now or datetime.now(UTC)), waiting)
+            plan.listings += 1
+        # Long-poll while it is cheap (small containers, few open folders): a marker that lands during
+        # the tick is seen at once instead of on the next tick, five seconds later.
+        if plan.ready or time.monotonic() >= deadline or time.monotonic() - started > CHEAP_POLL_SECONDS:
+            plan.notes.extend(waiting)
+            break
+        time.sleep(0.3)
     if len(fresh) > max_folders:
         plan.notes.append(
             f"{len(fresh) - max_folders} more folder(s) to look at on the next tick (cap {max_folders})"
@@ -113,7 +124,7 @@ def scan_listing(
         start = next((i for i, f in enumerate(done) if f > cursor.rotation), 0)
         picked = (done[start:] + done[:start])[: min(rotate, len(done))]
         for folder in picked:
-            _consider(plan, _look(store, prefix, folder, rules, now))
+            _consider(plan, _look(store, prefix, folder, rules, fixed_now or datetime.now(UTC)))
             plan.listings += 1
         cursor.rotation = picked[-1]
     return plan

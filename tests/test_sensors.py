@@ -20,7 +20,7 @@ DATA = b"\x00\x00\x08\x03" + b"x" * 60
 
 
 def sensors(**kw: Any) -> dict[str, dg.SensorDefinition]:
-    return {s.name: s for s in build_sensors(SensorSettings(**kw))}
+    return {s.name: s for s in build_sensors(SensorSettings(**{"long_poll_seconds": 0.0, **kw}))}
 
 
 class Ticker:
@@ -143,6 +143,23 @@ def test_training_set_requests_a_retrain_on_it(store: ObjectStore) -> None:
     (request,) = result.run_requests or []
     assert request.run_config == {"ops": {"raw_mnist": {"config": {"training_set": "training/2026-11-22"}}}}
     assert (request.run_key or "").startswith("training/2026-11-22@")
+
+
+def test_listing_tick_catches_a_marker_landing_during_the_tick(store: ObjectStore) -> None:
+    import threading
+
+    t = Ticker(sensors(long_poll_seconds=3.0)["inference_batch_sensor"], {"storage": store})
+    store.put_bytes("inference/b1/x.idx3-ubyte", DATA)
+    timer = threading.Timer(0.6, lambda: store.put_bytes("inference/b1/_SUCCESS", b""))
+    timer.start()
+    started = time.monotonic()
+    result = t.tick()
+    timer.join()
+    assert len(keys(result)) == 1, "the same tick saw the marker"
+    assert time.monotonic() - started < 3.0, "and returned as soon as it did"
+    nothing = time.monotonic()
+    assert keys(t.tick()) == []
+    assert time.monotonic() - nothing >= 2.5, "a tick with nothing new waits out its long poll"
 
 
 def test_quiet_period_completion_is_a_pure_rule() -> None:
