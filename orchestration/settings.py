@@ -158,31 +158,24 @@ class Settings:
     def object_store(self) -> ObjectStore:
         if self.storage == "local":
             return LocalObjectStore(root=str(self.data_dir))
-        secret = {
-            "connection_string": "AZURE_STORAGE_CONNECTION_STRING",
-            "account_key": "AZURE_STORAGE_KEY",
-            "sas_token": "AZURE_STORAGE_SAS_TOKEN",
-        }
-        chosen: dict[str, Any] = {
-            field: dg.EnvVar(var) for field, var in secret.items() if var in self.azure_secrets
-        }
         return AzureBlobObjectStore(
-            container=self.azure_container, account_url=self.azure_account_url, **chosen
+            container=self.azure_container, account_url=self.azure_account_url, **self._azure_credentials()
         )
 
     def compute_backend(self) -> ComputeBackend:
         return LocalProcessBackend(work_dir=str(self.work_dir))
 
     def event_queue(self, queue: str) -> BlobEventQueue:
-        secret = {
+        return BlobEventQueue(queue=queue, account_url=self.azure_queue_url, **self._azure_credentials())
+
+    def _azure_credentials(self) -> dict[str, Any]:
+        """The secrets that are set, as references to their variables (resolved only at run time)."""
+        fields = {
             "connection_string": "AZURE_STORAGE_CONNECTION_STRING",
             "account_key": "AZURE_STORAGE_KEY",
             "sas_token": "AZURE_STORAGE_SAS_TOKEN",
         }
-        chosen: dict[str, Any] = {
-            field: dg.EnvVar(var) for field, var in secret.items() if var in self.azure_secrets
-        }
-        return BlobEventQueue(queue=queue, account_url=self.azure_queue_url, **chosen)
+        return {field: dg.EnvVar(var) for field, var in fields.items() if var in self.azure_secrets}
 
     def sensor_settings(self) -> SensorSettings:
         events = self.sensor_mode == "events"
