@@ -54,6 +54,12 @@ def blob_store(conn: str, counter: Counter) -> Any:
     return store
 
 
+def batch_objects(batch_id: str) -> list[tuple[str, bytes]]:
+    """One batch: FILES_PER_BATCH - 1 small data files, then its empty _SUCCESS marker."""
+    files = [(f"inference/{batch_id}/part-{p}.idx3-ubyte", b"x" * 16) for p in range(FILES_PER_BATCH - 1)]
+    return [*files, (f"inference/{batch_id}/_SUCCESS", b"")]
+
+
 def build_container(conn: str) -> dict[str, str]:
     """100,000 objects in 10,000 scored batches; returns their versions (as the sensor computes them)."""
     from azure.storage.blob import ContainerClient
@@ -72,13 +78,7 @@ def build_container(conn: str) -> dict[str, str]:
     def batch(i: int) -> tuple[str, str]:
         bid = f"old-{i:05d}"
         infos = []
-        for part in range(FILES_PER_BATCH):
-            name = (
-                f"inference/{bid}/part-{part}.idx3-ubyte"
-                if part < FILES_PER_BATCH - 1
-                else f"inference/{bid}/_SUCCESS"
-            )
-            data = b"" if name.endswith("_SUCCESS") else b"x" * 16
+        for name, data in batch_objects(bid):
             r = container.get_blob_client(name).upload_blob(data, overwrite=True)
             infos.append(ObjectInfo(name, len(data), r["etag"], r["last_modified"]))
         return bid, assess(bid, infos, BatchRules(), datetime.now(UTC)).version
@@ -105,15 +105,12 @@ def tick_part(conn: str) -> dict[str, Any]:
     container = ContainerClient.from_connection_string(conn, CONTAINER)
     queue = QueueClient.from_connection_string(conn, f"bench{uuid.uuid4().hex[:8]}")
     queue.create_queue()
+    # New batches of earlier runs would count as new again (the cursor knows only the 10,000 old ones).
+    for name in list(container.list_blob_names(name_starts_with="inference/new-")):
+        container.delete_blob(name)
     run = uuid.uuid4().hex[:6]
     for i in range(NEW_BATCHES):  # 100 new objects, each announced by an event
-        for part in range(FILES_PER_BATCH):
-            name = (
-                f"inference/new-{run}-{i}/part-{part}.idx3-ubyte"
-                if part < FILES_PER_BATCH - 1
-                else f"inference/new-{run}-{i}/_SUCCESS"
-            )
-            data = b"" if name.endswith("_SUCCESS") else b"x" * 16
+        for name, data in batch_objects(f"new-{run}-{i}"):
             r = container.get_blob_client(name).upload_blob(data, overwrite=True)
             event = blob_created_event(container, name, r["etag"], len(data))
             queue.send_message(base64.b64encode(json.dumps(event).encode()).decode())
@@ -161,7 +158,6 @@ def tick_part(conn: str) -> dict[str, Any]:
 
 
 def latency_part(conn: str, mode: str, samples: int) -> dict[str, Any]:
-    import dagster as dg
     from azure.storage.blob import ContainerClient
     from azure.storage.queue import QueueClient
 
@@ -233,7 +229,6 @@ def latency_part(conn: str, mode: str, samples: int) -> dict[str, Any]:
     finally:
         daemon.stop()
     lags.sort()
-    _ = dg
     return {
         "samples": len(lags),
         "p50_seconds": round(statistics.median(lags), 2),

@@ -12,7 +12,7 @@ from typing import Any
 import dagster as dg
 import pytest
 
-from tests.daemon import PROJECT_ROOT, Daemon, wait_for
+from tests.daemon import Daemon, wait_for
 from tests.events import upload_and_notify
 from tests.synthetic import make_digits, write_source
 from workload.mnist_idx import encode_idx
@@ -130,4 +130,3 @@ def test_burst_with_daemon_killed_scores_each_batch_exactly_once(site: dict[str,
     assert failed == []
     names = set(container.list_blob_names(name_starts_with="predictions/"))
     assert all(f"predictions/{b}/predictions.csv" in names for b in batches)
-    assert PROJECT_ROOT.exists()
