@@ -63,7 +63,7 @@ def mnist_model(
     context: dg.AssetExecutionContext,
     config: TrainingConfig,
     storage: ObjectStore,
-    compute: ComputeBackend,
+    training_compute: ComputeBackend,
     quality: QualityGate,
 ) -> dg.MaterializeResult:
     """The digit classifier: an MLflow model directory (deskew -> PCA -> RBF kernel map -> logistic regression).
@@ -103,7 +103,7 @@ def mnist_model(
             outputs={"model": prefix},
             params=params,
         )
-        result = compute.run(context, request, storage)
+        result = training_compute.run(context, request, storage)
         job_meta = {
             "training": "fresh",
             "compute_job": result.job_id,

@@ -28,7 +28,7 @@ def check_batch_id(batch_id: str) -> str:
     tags={"layer": "predictions"},
 )
 def mnist_predictions(
-    context: dg.AssetExecutionContext, storage: ObjectStore, compute: ComputeBackend
+    context: dg.AssetExecutionContext, storage: ObjectStore, scoring_compute: ComputeBackend
 ) -> dg.MaterializeResult:
     """Predicted digits for one inference batch (one partition per folder under `inference/`).
 
@@ -64,7 +64,7 @@ def mnist_predictions(
         outputs={"predictions": out},
         immutable_inputs=frozenset({"model"}),
     )
-    result = compute.run(context, request, storage)
+    result = scoring_compute.run(context, request, storage)
     storage.put_json(stamp, {"version": version, "model": model["version"]})
     return _result(
         storage, out, model["version"], version, {"scoring": "fresh", "compute_job": result.job_id}

@@ -30,6 +30,8 @@ KNOWN: dict[str, str] = {
     "MNIST_STORAGE": "where data lives: 'local' (default, a directory) or 'azure_blob'",
     "MNIST_DATA_DIR": "root directory of local storage (default ./data/storage)",
     "MNIST_COMPUTE": "where workload tasks run: 'local' (default, a subprocess)",
+    "MNIST_TRAINING_COMPUTE": "where training runs, overriding MNIST_COMPUTE for training",
+    "MNIST_SCORING_COMPUTE": "where scoring runs, overriding MNIST_COMPUTE for scoring",
     "MNIST_WORK_DIR": "scratch directory of the local compute backend (default ./data/compute)",
     "MNIST_SOURCE": f"base URL or directory of the four MNIST files (default {CANONICAL_URL})",
     "MNIST_SOURCE_CHECKSUMS": "explicit 'file=md5,...' for a source without an md5sums file",
@@ -51,6 +53,12 @@ KNOWN: dict[str, str] = {
 SECRETS = ("AZURE_STORAGE_CONNECTION_STRING", "AZURE_STORAGE_KEY", "AZURE_STORAGE_SAS_TOKEN")
 
 
+# Where workload tasks can run. Remote backends add their name here and a case in `compute_backend`.
+ComputeChoice = Literal["local"]
+COMPUTE_CHOICES: tuple[str, ...] = ("local",)
+ComputeRole = Literal["training", "scoring"]
+
+
 class SettingsError(ValueError):
     pass
 
@@ -59,7 +67,9 @@ class SettingsError(ValueError):
 class Settings:
     storage: Literal["local", "azure_blob"] = "local"
     data_dir: Path = PROJECT_ROOT / "data" / "storage"
-    compute: Literal["local"] = "local"
+    compute: ComputeChoice = "local"
+    training_compute: ComputeChoice | None = None  # None: same as `compute`
+    scoring_compute: ComputeChoice | None = None
     work_dir: Path = PROJECT_ROOT / "data" / "compute"
     source: str = CANONICAL_URL
     source_checksums: str | None = None
@@ -89,8 +99,13 @@ class Settings:
         values: dict[str, Any] = {}
         if storage := env.get("MNIST_STORAGE"):
             values["storage"] = _choice("MNIST_STORAGE", storage, ("local", "azure_blob"))
-        if compute := env.get("MNIST_COMPUTE"):
-            values["compute"] = _choice("MNIST_COMPUTE", compute, ("local",))
+        for var, key in (
+            ("MNIST_COMPUTE", "compute"),
+            ("MNIST_TRAINING_COMPUTE", "training_compute"),
+            ("MNIST_SCORING_COMPUTE", "scoring_compute"),
+        ):
+            if choice := env.get(var):
+                values[key] = _choice(var, choice, COMPUTE_CHOICES)
         if data_dir := env.get("MNIST_DATA_DIR"):
             values["data_dir"] = Path(data_dir).expanduser()
         if work_dir := env.get("MNIST_WORK_DIR"):
@@ -162,8 +177,12 @@ class Settings:
             container=self.azure_container, account_url=self.azure_account_url, **self._azure_credentials()
         )
 
-    def compute_backend(self) -> ComputeBackend:
-        return LocalProcessBackend(work_dir=str(self.work_dir))
+    def compute_backend(self, role: ComputeRole) -> ComputeBackend:
+        """The backend that runs one role's workload tasks (`training` or `scoring`)."""
+        choice = {"training": self.training_compute, "scoring": self.scoring_compute}[role] or self.compute
+        match choice:
+            case "local":
+                return LocalProcessBackend(work_dir=str(self.work_dir))
 
     def event_queue(self, queue: str) -> BlobEventQueue:
         return BlobEventQueue(queue=queue, account_url=self.azure_queue_url, **self._azure_credentials())
@@ -199,7 +218,8 @@ class Settings:
         return {
             **events,
             "storage": self.object_store(),
-            "compute": self.compute_backend(),
+            "training_compute": self.compute_backend("training"),
+            "scoring_compute": self.compute_backend("scoring"),
             "mnist_source": MnistSource(location=self.source, checksums=self.source_checksums),
             "quality": QualityGate(min_accuracy=self.min_accuracy),
         }

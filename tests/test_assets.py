@@ -35,7 +35,8 @@ class Env:
     def resources(self) -> dict[str, Any]:
         return {
             "storage": self.storage,
-            "compute": LocalProcessBackend(work_dir=str(self.tmp / "compute")),
+            "training_compute": LocalProcessBackend(work_dir=str(self.tmp / "compute")),
+            "scoring_compute": LocalProcessBackend(work_dir=str(self.tmp / "compute")),
             "mnist_source": MnistSource(location=str(self.source)),
             "quality": QualityGate(min_accuracy=self.min_accuracy),
         }
