@@ -183,6 +183,8 @@ class Settings:
         match choice:
             case "local":
                 return LocalProcessBackend(work_dir=str(self.work_dir))
+            case _:
+                raise SettingsError(f"no compute backend named {choice!r}")
 
     def event_queue(self, queue: str) -> BlobEventQueue:
         return BlobEventQueue(queue=queue, account_url=self.azure_queue_url, **self._azure_credentials())
