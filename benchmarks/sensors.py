@@ -97,7 +97,8 @@ def tick_part(conn: str) -> dict[str, Any]:
     from azure.storage.queue import QueueClient
 
     from orchestration.batches import BatchRules, assess
-    from orchestration.watch import WatchCursor, scan_events, scan_listing
+    from orchestration.sensors import requested_run_keys
+    from orchestration.watch import Ledger, WatchCursor, scan_events, scan_listing
     from resources.events import BlobEventQueue
     from tests.events import blob_created_event
 
@@ -106,11 +107,14 @@ def tick_part(conn: str) -> dict[str, Any]:
     queue = QueueClient.from_connection_string(conn, f"bench{uuid.uuid4().hex[:8]}")
     queue.create_queue()
     # New batches of earlier runs would count as new again (the cursor knows only the 10,000 old ones).
-    for name in list(container.list_blob_names(name_starts_with="inference/new-")):
-        container.delete_blob(name)
+    for old_new in ("inference/new-", "inference/20"):  # new batches of earlier runs (old ones: old-*)
+        for name in list(container.list_blob_names(name_starts_with=old_new)):
+            container.delete_blob(name)
+    instance = ledger_instance(versions)
     run = uuid.uuid4().hex[:6]
+    today = datetime.now(UTC).strftime("%Y-%m-%d")
     for i in range(NEW_BATCHES):  # 100 new objects, each announced by an event
-        for name, data in batch_objects(f"new-{run}-{i}"):
+        for name, data in batch_objects(f"{today}-new-{run}-{i}"):
             r = container.get_blob_client(name).upload_blob(data, overwrite=True)
             event = blob_created_event(container, name, r["etag"], len(data))
             queue.send_message(base64.b64encode(json.dumps(event).encode()).decode())
@@ -128,15 +132,28 @@ def tick_part(conn: str) -> dict[str, Any]:
             "new_runs": found,
         }
 
+    def ledger() -> Ledger:  # what was requested before: read from the 10,000 runs' run keys
+        return Ledger(lambda: requested_run_keys(instance, "inference/"))
+
     def listing(store: Any, counter: Counter) -> int:
-        cursor = WatchCursor(done=dict(versions))
-        return len(scan_listing(store, "inference/", rules, cursor, max_folders=50, rotate=10).ready)
+        # A tick between full passes: the last one was costly (as it is at this size) and recent.
+        cursor = WatchCursor(full_pass_at=time.time(), full_pass_seconds=3.0)
+        plan = scan_listing(store, "inference/", rules, cursor, max_folders=50, rotate=10, ledger=ledger())
+        assert not plan.full_pass
+        results["cursor_bytes"] = len(cursor.dump())
+        return len(plan.ready)
+
+    def full_pass(store: Any, counter: Counter) -> int:
+        cursor = WatchCursor()
+        plan = scan_listing(store, "inference/", rules, cursor, max_folders=50, rotate=10, ledger=ledger())
+        assert plan.full_pass
+        return len(plan.ready)
 
     def events(store: Any, counter: Counter) -> int:
         q = BlobEventQueue(queue=queue.queue_name, connection_string=conn)
         q._client = QueueClient.from_connection_string(conn, queue.queue_name, raw_request_hook=counter)
-        plan = scan_events(store, q, CONTAINER, "inference/", rules, WatchCursor(done=dict(versions)),
-                           max_messages=256, long_poll_seconds=0)  # fmt: skip
+        plan = scan_events(store, q, CONTAINER, "inference/", rules, WatchCursor(),
+                           max_messages=256, long_poll_seconds=0, ledger=ledger())  # fmt: skip
         return len(plan.ready)
 
     def naive(store: Any, counter: Counter) -> int:
@@ -151,10 +168,33 @@ def tick_part(conn: str) -> dict[str, Any]:
         )
 
     measure("listing", listing)
+    measure("listing, full pass", full_pass)
     measure("events", events)
     measure("naive full listing", naive)
     results["objects"] = OLD_BATCHES * FILES_PER_BATCH + NEW_BATCHES * FILES_PER_BATCH
+    # What the cursor of session 1's design weighed at this size: every folder's version, in every tick.
+    results["old_cursor_bytes"] = len(json.dumps({"v": 1, "done": versions}, separators=(",", ":")))
     return results
+
+
+def ledger_instance(versions: dict[str, str]) -> Any:
+    """A SQLite Dagster instance holding one run per old batch, as the daemon would have created them."""
+    import dagster as dg
+    from dagster._core.storage.tags import RUN_KEY_TAG
+    from dagster._core.utils import make_new_run_id
+
+    home = STATE / "ledger_home"
+    fresh = not home.exists()
+    home.mkdir(parents=True, exist_ok=True)
+    instance = dg.DagsterInstance.local_temp(str(home))
+    if fresh or len(instance.get_run_ids(limit=OLD_BATCHES)) < OLD_BATCHES:
+        print(f"recording {OLD_BATCHES:,} runs once (reused next time)...", flush=True)
+        for batch, version in versions.items():
+            instance.add_run(
+                dg.DagsterRun(job_name="score_batch", run_id=make_new_run_id(),
+                              tags={RUN_KEY_TAG: f"inference/{batch}@{version}", "mnist/batch": batch})
+            )  # fmt: skip
+    return instance
 
 
 def latency_part(conn: str, mode: str, samples: int) -> dict[str, Any]:
@@ -199,8 +239,11 @@ def latency_part(conn: str, mode: str, samples: int) -> dict[str, Any]:
     time.sleep(8)  # let the daemon load the code location
     lags = []
     try:
+        # Producers that name batches after the UTC date are seen on every tick however large the
+        # container grows; "listing-undated" shows the other names (seen by the full pass).
+        dated = "" if mode == "listing-undated" else datetime.now(UTC).strftime("%Y-%m-%d-")
         for i in range(samples):
-            bid = f"lat-{i:02d}"
+            bid = f"{dated}lat-{i:02d}"
             container.get_blob_client(f"inference/{bid}/digits.idx3-ubyte.gz").upload_blob(
                 payload, overwrite=True
             )
@@ -243,7 +286,9 @@ def main() -> int:
     )
     parser.add_argument("--part", choices=["tick", "latency", "all"], default="all")
     parser.add_argument("--samples", type=int, default=20)
-    parser.add_argument("--modes", default="events,listing", help="latency part: which sensor modes")
+    parser.add_argument(
+        "--modes", default="events,listing", help="latency part: events, listing and/or listing-undated"
+    )
     args = parser.parse_args()
     from tests.azurite import run_azurite
 
@@ -257,11 +302,14 @@ def main() -> int:
             print(
                 f"\nSensor tick with {t['objects']:,} objects in the container, {NEW_BATCHES * FILES_PER_BATCH} of them new:"
             )
-            for label in ("listing", "events", "naive full listing"):
+            for label in ("listing", "listing, full pass", "events", "naive full listing"):
                 r = t[label]
                 print(
                     f"  {label:<20} {r['seconds']:7.3f} s  {r['requests']:6d} requests  {r['new_runs']} new batches"
                 )
+            print(
+                f"  cursor: {t['cursor_bytes']:,} bytes (was {t['old_cursor_bytes']:,} with every folder in it)"
+            )
             for label in ("listing", "events"):
                 print(f"  naive / {label}: {t['naive full listing']['seconds'] / t[label]['seconds']:.0f}x time, "
                       f"{t['naive full listing']['requests'] / max(1, t[label]['requests']):.0f}x requests")  # fmt: skip

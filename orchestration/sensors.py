@@ -6,12 +6,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import dagster as dg
+from dagster._core.storage.tags import RUN_KEY_TAG
 
 from assets.layout import INFERENCE_PREFIX, TRAINING_PREFIX
 from assets.predictions import INFERENCE_BATCHES, inference_batches
 from orchestration.batches import BatchRules, BatchState, run_key
 from orchestration.jobs import score_batch, train_model
-from orchestration.watch import TickPlan, WatchCursor, scan_events, scan_listing
+from orchestration.watch import Ledger, TickPlan, WatchCursor, scan_events, scan_listing
 from resources.events import BlobEventQueue
 from resources.storage import ObjectStore
 
@@ -26,6 +27,9 @@ class SensorSettings:
     events_container: str | None = None
     long_poll_seconds: float = 3.5
     max_messages_per_tick: int = 256
+    full_pass_seconds: float = (
+        60.0  # listing mode: at most this long between full passes once they are costly
+    )
 
 
 def _result(
@@ -70,15 +74,25 @@ def _plan(
     s: SensorSettings,
 ) -> TickPlan:
     cursor = WatchCursor.parse(context.cursor)
+    ledger = Ledger(lambda: requested_run_keys(context.instance, prefix))
     if queue is not None:
         return scan_events(
             store, queue, s.events_container, prefix, s.rules, cursor,
-            max_messages=s.max_messages_per_tick, long_poll_seconds=s.long_poll_seconds,
+            max_messages=s.max_messages_per_tick, long_poll_seconds=s.long_poll_seconds, ledger=ledger,
         )  # fmt: skip
     return scan_listing(
         store, prefix, s.rules, cursor, max_folders=s.max_folders_per_tick, rotate=s.rotate_per_tick,
-        long_poll_seconds=s.long_poll_seconds,
+        long_poll_seconds=s.long_poll_seconds, ledger=ledger, full_pass_seconds=s.full_pass_seconds,
     )  # fmt: skip
+
+
+def requested_run_keys(instance: dg.DagsterInstance, prefix: str) -> list[str]:
+    """`<folder>@<version>` of every run requested for a folder under `prefix`, from the runs' run keys.
+
+    One query on the run storage; run keys are `<prefix><folder>@<version>` (see `orchestration.batches`).
+    """
+    rows = instance.get_run_tags(tag_keys=[RUN_KEY_TAG], value_prefix=prefix)
+    return [key[len(prefix) :] for _, values in rows for key in values if key.startswith(prefix)]
 
 
 def _score_request(state: BatchState) -> dg.RunRequest:

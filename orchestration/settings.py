@@ -38,6 +38,8 @@ KNOWN: dict[str, str] = {
     "MNIST_MIN_ACCURACY": "held-out accuracy a model needs to be promoted (default 0.97)",
     "MNIST_SENSOR_MODE": "how sensors notice new data: 'listing' (default) or 'events' (Event Grid via storage queues)",
     "MNIST_SENSOR_INTERVAL": "seconds between sensor ticks (default 5; the daemon ticks at most every 5 s)",
+    "MNIST_SENSOR_FULL_PASS_SECONDS": "listing mode: longest time between full passes over every folder once a pass "
+    "costs more than 0.5 s (default 60; folders named after today's UTC date are seen on every tick)",
     "MNIST_BATCH_MARKER": "object that marks a folder complete (default _SUCCESS)",
     "MNIST_BATCH_QUIET_SECONDS": "also treat a folder as complete after this many seconds without new objects",
     "MNIST_SENSOR_MAX_PER_TICK": "folders (listing) or queue messages (events) handled per tick (default 50 / 256)",
@@ -83,6 +85,7 @@ class Settings:
     batch_marker: str = "_SUCCESS"
     batch_quiet_seconds: float | None = None
     sensor_max_per_tick: int | None = None
+    sensor_full_pass_seconds: float = 60.0
     inference_queue: str = "inference-events"
     training_queue: str = "training-events"
     azure_queue_url: str | None = None
@@ -138,6 +141,8 @@ class Settings:
         ):
             if raw := env.get(var):
                 values[key] = _positive(var, raw, int)
+        if full_pass := env.get("MNIST_SENSOR_FULL_PASS_SECONDS"):
+            values["sensor_full_pass_seconds"] = _positive("MNIST_SENSOR_FULL_PASS_SECONDS", full_pass, float)
         if quiet := env.get("MNIST_BATCH_QUIET_SECONDS"):
             values["batch_quiet_seconds"] = _positive("MNIST_BATCH_QUIET_SECONDS", quiet, float)
         if marker := env.get("MNIST_BATCH_MARKER"):
@@ -203,6 +208,7 @@ class Settings:
         per_tick = self.sensor_max_per_tick
         return SensorSettings(
             interval_seconds=self.sensor_interval,
+            full_pass_seconds=self.sensor_full_pass_seconds,
             rules=BatchRules(marker=self.batch_marker, quiet_seconds=self.batch_quiet_seconds),
             max_folders_per_tick=per_tick or 50,
             max_messages_per_tick=per_tick or 256,

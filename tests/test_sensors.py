@@ -8,10 +8,13 @@ from typing import Any
 
 import dagster as dg
 import pytest
+from dagster._core.storage.tags import RUN_KEY_TAG
+from dagster._core.utils import make_new_run_id
 
 from assets.predictions import INFERENCE_BATCHES
 from orchestration.batches import BatchRules, assess
 from orchestration.sensors import SensorSettings, build_sensors
+from orchestration.watch import RECENT_LIMIT, WatchCursor
 from resources.events import BlobEventQueue, parse_events
 from resources.storage import AzureBlobObjectStore, LocalObjectStore, ObjectInfo, ObjectStore
 from tests.events import upload_and_notify
@@ -44,6 +47,14 @@ class Ticker:
                 assert isinstance(request, dg.AddDynamicPartitionsRequest)
                 self.instance.add_dynamic_partitions(
                     request.partitions_def_name, list(request.partition_keys)
+                )
+            for run_request in result.run_requests or []:  # the runs the daemon would create
+                self.instance.add_run(
+                    dg.DagsterRun(
+                        job_name="score_batch",
+                        run_id=make_new_run_id(),
+                        tags={**run_request.tags, RUN_KEY_TAG: run_request.run_key or ""},
+                    )
                 )
         return result
 
@@ -160,6 +171,49 @@ def test_listing_tick_catches_a_marker_landing_during_the_tick(store: ObjectStor
     nothing = time.monotonic()
     assert keys(t.tick()) == []
     assert time.monotonic() - nothing >= 2.5, "a tick with nothing new waits out its long poll"
+
+
+def test_cursor_stays_bounded_and_the_run_ledger_remembers_the_rest(tmp_path: Any) -> None:
+    store = LocalObjectStore(root=str(tmp_path))
+    n = RECENT_LIMIT + 200
+    for i in range(n):
+        store.put_bytes(f"inference/b{i:05d}/_SUCCESS", b"")
+    t = Ticker(sensors(max_folders_per_tick=n)["inference_batch_sensor"], {"storage": store})
+    assert len(keys(t.tick())) == n
+    cursor = WatchCursor.parse(t.cursor)
+    assert len(cursor.recent) == RECENT_LIMIT and len(t.cursor or "") < 60_000
+    assert keys(t.tick()) == [], "folders the cursor forgot are known from the runs' run keys"
+    t.cursor = None  # even a reset cursor does not request them again
+    assert keys(t.tick()) == []
+    store.put_bytes("inference/b00000/x.idx3-ubyte", DATA)  # but a re-upload is still noticed
+    t.cursor = None
+    assert keys(sensors_tick_until(t, "b00000")) != []
+
+
+def sensors_tick_until(t: "Ticker", batch: str, ticks: int = 3) -> dg.SensorResult:
+    """Tick until `batch` is requested (rotation reaches it within a few ticks from a reset cursor)."""
+    for _ in range(ticks):
+        result = t.tick()
+        if any(r.partition_key == batch for r in result.run_requests or []):
+            return result
+    raise AssertionError(f"{batch} was never requested again")
+
+
+def test_costly_full_pass_is_spaced_out_but_dated_folders_are_seen_at_once(store: ObjectStore) -> None:
+    t = Ticker(sensors(full_pass_seconds=3600)["inference_batch_sensor"], {"storage": store})
+    costly = WatchCursor(full_pass_at=time.time(), full_pass_seconds=4.0)  # as after a slow pass
+    t.cursor = costly.dump()
+    today = datetime.now(UTC).strftime("%Y-%m-%d")
+    for batch in ("undated", f"{today}-run-7"):
+        store.put_bytes(f"inference/{batch}/x.idx3-ubyte", DATA)
+        store.put_bytes(f"inference/{batch}/_SUCCESS", b"")
+    result = t.tick()
+    assert [r.partition_key for r in result.run_requests or []] == [f"{today}-run-7"]
+    assert keys(t.tick()) == [] and "full pass over every folder skipped" in skip(t.tick())
+    overdue = WatchCursor.parse(t.cursor)
+    overdue.full_pass_at -= 3600
+    t.cursor = overdue.dump()
+    assert [r.partition_key for r in t.tick().run_requests or []] == ["undated"]
 
 
 def test_quiet_period_completion_is_a_pure_rule() -> None:
