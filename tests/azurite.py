@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import socket
 import subprocess
@@ -47,10 +48,10 @@ def run_azurite(workdir: Path, keep: bool = False) -> Iterator[dict[str, str]]:
             "127.0.0.1",
             "--tablePort",
             str(free_port()),
-            "--location",
-            str(workdir),
-            "--debug",
-            str(workdir / "debug.log"),
+            # Tests keep nothing: in memory is faster. Benchmarks keep their large container on disk.
+            *(["--location", str(workdir)] if keep else ["--inMemoryPersistence"]),
+            # Azurite's debug log costs time on every request; ask for it when chasing a problem.
+            *(["--debug", str(workdir / "debug.log")] if os.environ.get("AZURITE_DEBUG") else []),
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
