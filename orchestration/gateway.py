@@ -625,7 +625,9 @@ def create_app(
         Route("/graphql", gateway.graphql, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
         Route("/healthz", gateway.healthz, methods=["GET"]),
     ]
-    return Starlette(routes=routes, lifespan=gateway.lifespan)
+    app = Starlette(routes=routes, lifespan=gateway.lifespan)
+    app.router.redirect_slashes = False  # "/graphql/" is not "/graphql": a 404, not a redirect
+    return app
 
 
 def main() -> None:
