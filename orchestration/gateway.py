@@ -105,7 +105,9 @@ class GatewaySettings:
     static_token: _Secret | None = field(default=None, repr=False)
     static_jobs: frozenset[str] = frozenset()
     location: str = "mnist"
-    upstream_timeout: float = 30.0
+    upstream_timeout: float = (
+        120.0  # a launch burst queues in the webserver; ADF waits 1 min by default, up to 10
+    )
 
     @property
     def issuers(self) -> tuple[str, ...]:
