@@ -5,10 +5,12 @@ graphql-core and allows exactly two things:
 
 - **`launchRun`** (a mutation) of a job the identity is allowlisted for, in the configured code
   location, with only the execution parameters that launch that job as it is: `selector`
-  (`repositoryLocationName`, `repositoryName`, `jobName`/`pipelineName`), `runConfigData`, `mode`
-  ("default" only), and `executionMetadata` with `runId` (the caller's idempotency key) and `tags`
-  (own tags, plus `dagster/partition` to pick the partition). Refused because each does more than launch
-  the job: `stepKeys` (step subset), `preset`, op/asset/check subsets in the selector, `rootRunId` /
+  (`repositoryLocationName`, `repositoryName`, `jobName`/`pipelineName`), `runConfigData` with op config
+  only (`ops`: no `resources`, `execution` or `loggers`, which would override deployment settings), `mode`
+  ("default" only), and `executionMetadata` with `tags` (own tags, plus `dagster/partition` to pick
+  the partition) and `runId`, the caller's idempotency key (Dagster's schema has no such field: the
+  gateway turns it into the tag `IDEMPOTENCY_TAG`). Refused because each does more than launch the
+  job: `stepKeys` (step subset), `preset`, op/asset/check subsets in the selector, `rootRunId` /
   `parentRunId` (re-execution lineage), and `dagster/*` system tags other than the partition (they
   change retries, priority, step selection, concurrency...).
 - **`runOrError`** (a query) reading a run's status: only the fields in `RUN_STATUS_FIELDS` and
@@ -78,6 +80,8 @@ OPERATIONS: dict[str, tuple[OperationType, Tree]] = {
     "runOrError": (OperationType.QUERY, RUN_OR_ERROR_RESULT),
 }
 
+# Top-level run config sections a caller may send: op config only (see `_authorize_launch`).
+ALLOWED_RUN_CONFIG_KEYS: frozenset[str] = frozenset({"ops"})
 # Dagster's own tags a caller may set; other `dagster/` (and `.dagster/`) tags change how the run executes.
 ALLOWED_SYSTEM_TAGS: frozenset[str] = frozenset({"dagster/partition"})
 MAX_TAGS = 50
@@ -347,8 +351,13 @@ def _authorize_launch(
         )  # fmt: skip
 
     config = params.get("runConfigData")
-    if config is not None and not isinstance(config, dict | str):
-        raise _bad("executionParams.runConfigData must be an object (or a YAML string)")
+    if config is not None:
+        if not isinstance(config, dict):
+            raise _bad("executionParams.runConfigData must be a JSON object")
+        # Run config can also override resource config (storage root, compute work dir, the MNIST source
+        # URL, the accuracy a model needs to be promoted), the executor and loggers: deployment settings,
+        # not launch parameters. Only op config (e.g. training hyperparameters) is the caller's.
+        _only(config, set(ALLOWED_RUN_CONFIG_KEYS), "runConfigData")
 
     key = None
     forwarded = {k: v for k, v in params.items() if v is not None}

@@ -362,6 +362,13 @@ def test_attacks_are_refused_with_no_side_effect(
             "b: launchRun(executionParams: $p) { __typename } }",
             "variables": launch_body()["variables"] | {"p": launch_body()["variables"]["executionParams"]},
         },
+        "resource_override": {
+            **launch_body(),
+            "variables": {
+                "executionParams": launch_body()["variables"]["executionParams"]
+                | {"runConfigData": {"resources": {"quality": {"config": {"min_accuracy": 0.0}}}}}
+            },
+        },
         "step_subset": {
             **launch_body(),
             "variables": {"executionParams": launch_body()["variables"]["executionParams"] | {"stepKeys": ["raw_mnist"]}},
