@@ -95,11 +95,14 @@ def body(
 class Gateway:
     """`python -m orchestration.gateway` as a subprocess, configured for the local tenant."""
 
-    def __init__(self, entra: LocalEntra, upstream: str, home: Path) -> None:
+    def __init__(self, entra: LocalEntra, upstream: str, home: Path, extra: dict[str, str]) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = clean_env(
-            **entra.settings_env(), MNIST_GATEWAY_UPSTREAM=upstream, MNIST_GATEWAY_PORT=str(self.port)
+            **entra.settings_env(),
+            MNIST_GATEWAY_UPSTREAM=upstream,
+            MNIST_GATEWAY_PORT=str(self.port),
+            **extra,
         )
         self.log = home / "gateway.log"
         with self.log.open("ab") as log:
@@ -127,8 +130,9 @@ class Gateway:
 
 
 async def wave(
-    url: str, token: str | None, bodies: list[dict[str, Any]]
-) -> tuple[list[float], list[dict[str, Any]], float]:
+    url: str, token: str | None, bodies: list[dict[str, Any]], probe_run: str
+) -> tuple[list[float], list[dict[str, Any]], float, list[float]]:
+    """Send `bodies` at once; meanwhile read `probe_run`'s status every 0.5 s (an ADF Until loop polling)."""
     limits = httpx.Limits(max_connections=len(bodies), max_keepalive_connections=len(bodies))
     async with httpx.AsyncClient(base_url=url, timeout=300, limits=limits) as client:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -141,10 +145,25 @@ async def wave(
                 raise RuntimeError(f"{response.status_code}: {response.text}")
             return elapsed, response.json()["data"]["launchRun"]
 
+        polls: list[float] = []
+
+        async def poll() -> None:
+            async with httpx.AsyncClient(base_url=url, timeout=300) as poller:
+                while True:
+                    began = time.perf_counter()
+                    answer = await poller.post(
+                        "/graphql", json={"query": STATUS, "variables": {"runId": probe_run}}, headers=headers
+                    )
+                    assert answer.json()["data"]["runOrError"]["__typename"] == "Run", answer.text
+                    polls.append(time.perf_counter() - began)
+                    await asyncio.sleep(0.5)
+
+        poller = asyncio.create_task(poll())
         started = time.perf_counter()
         results = await asyncio.gather(*(one(b) for b in bodies))
         total = time.perf_counter() - started
-    return [r[0] for r in results], [r[1] for r in results], total
+        poller.cancel()
+    return [r[0] for r in results], [r[1] for r in results], total, polls
 
 
 def burst(dagster: Dagster, gateway: Gateway, entra: LocalEntra, n: int) -> list[str]:
@@ -155,16 +174,17 @@ def burst(dagster: Dagster, gateway: Gateway, entra: LocalEntra, n: int) -> list
     direct_bodies = [body("train_model", k) for k in keys]
     for b in direct_bodies:
         del b["variables"]["executionParams"]["executionMetadata"]["runId"]  # Dagster's schema has no runId
-    direct_lat, direct, direct_total = asyncio.run(
-        wave(dagster.url.removesuffix("/graphql"), None, direct_bodies)
+    probe = dagster.graphql(LAUNCH, direct_bodies[0]["variables"])["data"]["launchRun"]["run"]["runId"]
+    direct_lat, direct, direct_total, direct_polls = asyncio.run(
+        wave(dagster.url.removesuffix("/graphql"), None, direct_bodies, probe)
     )
     for r in direct:
         dagster.graphql(
             "mutation($r: String!) { deleteRun(runId: $r) { __typename } }", {"r": r["run"]["runId"]}
         )
-    first_lat, first, first_total = asyncio.run(wave(gateway.url, token, bodies))
+    first_lat, first, first_total, first_polls = asyncio.run(wave(gateway.url, token, bodies, probe))
     assert all(r["__typename"] == "LaunchRunSuccess" for r in first), [r for r in first if "run" not in r][:3]
-    second_lat, second, second_total = asyncio.run(wave(gateway.url, token, bodies))
+    second_lat, second, second_total, second_polls = asyncio.run(wave(gateway.url, token, bodies, probe))
     same = sum(a["run"]["runId"] == b.get("run", {}).get("runId") for a, b in zip(first, second, strict=True))
     runs = [
         r
@@ -176,26 +196,33 @@ def burst(dagster: Dagster, gateway: Gateway, entra: LocalEntra, n: int) -> list
         f"\nBurst (load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs): {n} concurrent launches through "
         f"the gateway (Entra RS256 tokens), then the same {n} again"
     )
-    print("| wave | accepted | runs created | p50 | p95 | max | wall |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("| wave | accepted | runs created | p50 | p95 | max | wall | status read meanwhile p50 / p95 |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+
+    def reads(polls: list[float]) -> str:
+        if not polls:
+            return "-"
+        return f"{pct(polls, 0.5) * 1000:.0f} / {pct(polls, 0.95) * 1000:.0f} ms ({len(polls)})"
+
     print(
         f"| direct to the webserver (baseline) | {len(direct)}/{n} LaunchRunSuccess | {n} | "
         f"{pct(direct_lat, 0.5) * 1000:.0f} ms | {pct(direct_lat, 0.95) * 1000:.0f} ms | {max(direct_lat) * 1000:.0f} ms "
-        f"| {direct_total:.1f} s |"
+        f"| {direct_total:.1f} s | {reads(direct_polls)} |"
     )
     print(
         f"| first (new keys) | {len(first)}/{n} LaunchRunSuccess | {len(runs)} | {pct(first_lat, 0.5) * 1000:.0f} ms "
-        f"| {pct(first_lat, 0.95) * 1000:.0f} ms | {max(first_lat) * 1000:.0f} ms | {first_total:.1f} s |"
+        f"| {pct(first_lat, 0.95) * 1000:.0f} ms | {max(first_lat) * 1000:.0f} ms | {first_total:.1f} s "
+        f"| {reads(first_polls)} |"
     )
     print(
         f"| retry (same keys) | {same}/{n} same run back | +{len(runs) - len(distinct_keys)} | "
         f"{pct(second_lat, 0.5) * 1000:.0f} ms | {pct(second_lat, 0.95) * 1000:.0f} ms | {max(second_lat) * 1000:.0f} ms "
-        f"| {second_total:.1f} s |"
+        f"| {second_total:.1f} s | {reads(second_polls)} |"
     )
     print(
         f"runs in the instance with these keys: {len(runs)} (distinct keys {len(distinct_keys)}; expected {n})"
     )
-    return [r["runId"] for r in runs]
+    return [r["runId"] for r in runs] + [probe]
 
 
 def event_times(home: Path, run_id: str) -> dict[str, float]:
@@ -297,6 +324,9 @@ def main() -> None:
     parser.add_argument("--latency-runs", type=int, default=20)
     parser.add_argument("--instance", type=Path, default=PROJECT_ROOT / "instance" / "local" / "dagster.yaml")
     parser.add_argument(
+        "--max-launches", type=int, help="MNIST_GATEWAY_MAX_LAUNCHES (default: the gateway's)"
+    )
+    parser.add_argument(
         "--keep", type=Path, help="copy the temporary directory (logs, instance) here at the end"
     )
     args = parser.parse_args()
@@ -313,7 +343,8 @@ def main() -> None:
         try:
             started = time.perf_counter()
             dagster.start_webserver()
-            gateway = Gateway(entra, dagster.url, root)
+            extra = {"MNIST_GATEWAY_MAX_LAUNCHES": str(args.max_launches)} if args.max_launches else {}
+            gateway = Gateway(entra, dagster.url, root, extra)
             print(
                 f"webserver + gateway up in {time.perf_counter() - started:.1f} s; instance {args.instance}"
             )

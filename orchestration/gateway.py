@@ -105,9 +105,12 @@ class GatewaySettings:
     static_token: _Secret | None = field(default=None, repr=False)
     static_jobs: frozenset[str] = frozenset()
     location: str = "mnist"
-    upstream_timeout: float = (
-        120.0  # a launch burst queues in the webserver; ADF waits 1 min by default, up to 10
-    )
+    # Seconds for one upstream answer (waiting for a launch slot does not count); ADF waits 1 min by
+    # default, up to 10.
+    upstream_timeout: float = 120.0
+    # Launches forwarded at once. The webserver creates runs one after another anyway; queueing the rest
+    # here keeps its threads free for status reads during a burst.
+    max_launches: int = 2
 
     @property
     def issuers(self) -> tuple[str, ...]:
@@ -151,6 +154,12 @@ class GatewaySettings:
                 raise GatewaySettingsError(
                     f"MNIST_GATEWAY_UPSTREAM_TIMEOUT: expected seconds, found {timeout!r}"
                 ) from None
+        if launches := env.get("MNIST_GATEWAY_MAX_LAUNCHES"):
+            if not launches.isdigit() or int(launches) < 1:
+                raise GatewaySettingsError(
+                    f"MNIST_GATEWAY_MAX_LAUNCHES: expected a positive whole number, found {launches!r}"
+                )
+            values["max_launches"] = int(launches)
         if location := env.get("MNIST_GATEWAY_LOCATION"):
             values["location"] = location
         auth = env.get("MNIST_GATEWAY_AUTH", "entra")
@@ -400,6 +409,7 @@ class Gateway:
         # Launches with the same idempotency key are serialized (lookup + launch as one step); striped
         # locks keep memory bounded whatever the number of keys.
         self.locks = [asyncio.Lock() for _ in range(256)]
+        self.launch_slots = asyncio.Semaphore(settings.max_launches)
 
     @asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
@@ -457,6 +467,10 @@ class Gateway:
             if decision.operation == "launchRun" and decision.idempotency_key:
                 record.values["idempotency_key"] = decision.idempotency_key
                 status, payload, replayed = await self._launch(decision)
+            elif decision.operation == "launchRun":
+                async with self.launch_slots:
+                    status, payload = await self._post(decision.forward)
+                replayed = False
             else:
                 status, payload = await self._post(decision.forward)
                 replayed = False
@@ -527,7 +541,8 @@ class Gateway:
         async with self.locks[zlib.crc32(key.encode()) % len(self.locks)]:
             existing = await self._find_run(key)
             if existing is None:
-                status, payload = await self._post(decision.forward)
+                async with self.launch_slots:
+                    status, payload = await self._post(decision.forward)
                 return status, payload, False
             return 200, await self._replay(decision.document, existing), True
 

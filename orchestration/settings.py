@@ -62,6 +62,7 @@ KNOWN: dict[str, str] = {
     "MNIST_GATEWAY_STATIC_JOBS": "gateway: static mode: jobs the token may launch, comma-separated",
     "MNIST_GATEWAY_LOCATION": "gateway: code location whose jobs may be launched (default mnist)",
     "MNIST_GATEWAY_UPSTREAM_TIMEOUT": "gateway: seconds to wait for the webserver (default 120)",
+    "MNIST_GATEWAY_MAX_LAUNCHES": "gateway: launches forwarded to the webserver at once (default 2)",
     # --- end gateway ---
 }
 SECRETS = ("AZURE_STORAGE_CONNECTION_STRING", "AZURE_STORAGE_KEY", "AZURE_STORAGE_SAS_TOKEN")

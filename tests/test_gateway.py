@@ -82,9 +82,12 @@ def test_settings_from_env(tmp_path: Path) -> None:
             "MNIST_GATEWAY_AUDIENCE": f"{AUDIENCE}, {ADF_APPID}",
             "MNIST_GATEWAY_IDENTITIES": str(policy),
             "MNIST_GATEWAY_PORT": "9000",
+            "MNIST_GATEWAY_MAX_LAUNCHES": "3",
         }
     )
-    assert settings.audiences == (AUDIENCE, ADF_APPID) and settings.port == 9000
+    assert (
+        settings.audiences == (AUDIENCE, ADF_APPID) and settings.port == 9000 and settings.max_launches == 3
+    )
     assert settings.identities[0].app_id == ADF_APPID and settings.identities[0].jobs == {"score_batch"}
     assert settings.issuers == (
         f"https://login.microsoftonline.com/{TENANT}/v2.0",
@@ -135,6 +138,7 @@ def test_settings_from_env(tmp_path: Path) -> None:
             "loopback",
         ),
         ({"MNIST_GATEWAY_AUTH": "basic"}, "'entra' or 'static'"),
+        ({"MNIST_GATEWAY_MAX_LAUNCHES": "0"}, "positive whole number"),
         ({"MNIST_GATEWAY_UPSTREAM": "localhost:3000"}, "GraphQL URL"),
     ],
 )
