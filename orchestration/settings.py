@@ -51,6 +51,21 @@ KNOWN: dict[str, str] = {
     "AZURE_STORAGE_CONNECTION_STRING": "secret: connection string (instead of account URL + credential)",
     "AZURE_STORAGE_KEY": "secret: account key",
     "AZURE_STORAGE_SAS_TOKEN": "secret: SAS token",
+    # --- authenticating gateway for ADF (read by orchestration/gateway.py, GatewaySettings.from_env) ---
+    "MNIST_GATEWAY_UPSTREAM": "gateway: the internal webserver's GraphQL URL (default http://127.0.0.1:3000/graphql)",
+    "MNIST_GATEWAY_HOST": "gateway: address to listen on (default 127.0.0.1)",
+    "MNIST_GATEWAY_PORT": "gateway: port to listen on (default 8080)",
+    "MNIST_GATEWAY_AUTH": "gateway: 'entra' (default, Entra ID bearer tokens) or 'static' (local use)",
+    "MNIST_GATEWAY_TENANT_ID": "gateway: Entra tenant id; tokens must be issued by it (v1 or v2 issuer)",
+    "MNIST_GATEWAY_AUDIENCE": "gateway: accepted token audience(s), comma-separated (app id URI and/or client id)",
+    "MNIST_GATEWAY_JWKS_URL": "gateway: signing keys URL (default the tenant's discovery/v2.0/keys)",
+    "MNIST_GATEWAY_IDENTITIES": "gateway: allowed callers and their jobs, JSON or a YAML/JSON file path",
+    "MNIST_GATEWAY_STATIC_TOKEN": "gateway secret: the shared token of static mode (at least 32 characters)",
+    "MNIST_GATEWAY_STATIC_JOBS": "gateway: static mode: jobs the token may launch, comma-separated",
+    "MNIST_GATEWAY_LOCATION": "gateway: code location whose jobs may be launched (default mnist)",
+    "MNIST_GATEWAY_UPSTREAM_TIMEOUT": "gateway: seconds to wait for the webserver (default 120)",
+    "MNIST_GATEWAY_MAX_LAUNCHES": "gateway: launches forwarded to the webserver at once (default 2)",
+    # --- end gateway ---
 }
 SECRETS = ("AZURE_STORAGE_CONNECTION_STRING", "AZURE_STORAGE_KEY", "AZURE_STORAGE_SAS_TOKEN")
 
