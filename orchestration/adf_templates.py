@@ -70,14 +70,19 @@ FAILURE_QUERY = """query RunFailure($runId: ID!) {
     ... on EventConnection {
       events {
         __typename
-        ... on ExecutionStepFailureEvent { stepKey message error { message } }
+        ... on ExecutionStepFailureEvent { stepKey message error { message causes { message } } }
         ... on RunFailureEvent { message }
       }
     }
     ... on Error { message }
   }
 }"""
-FINISHED = ("SUCCESS", "FAILURE", "CANCELED")
+ADD_PARTITION_QUERY = """mutation AddPartition($repositorySelector: RepositorySelector!, $partitionsDefName: String!, $partitionKey: String!) {
+  addDynamicPartition(repositorySelector: $repositorySelector, partitionsDefName: $partitionsDefName, partitionKey: $partitionKey) {
+    __typename
+    ... on Error { message }
+  }
+}"""
 
 
 @dataclass(frozen=True)
@@ -88,10 +93,12 @@ class JobInfo:
     description: str
     run_config: Mapping[str, Any]  # the job's op config with every default filled in
     partitioned: bool
+    dynamic_partitions: str | None = None  # name of its DynamicPartitionsDefinition, if it has one
 
 
 def jobs_of_code_location() -> list[JobInfo]:
     """Job names, descriptions, run-config defaults and partitioning, read from the loaded Definitions."""
+    import dagster as dg
     from dagster._config.post_process import resolve_defaults
 
     from orchestration.definitions import defs
@@ -110,6 +117,11 @@ def jobs_of_code_location() -> list[JobInfo]:
                 description=job.description or "",
                 run_config={"ops": ops} if ops else {},
                 partitioned=job.partitions_def is not None,
+                dynamic_partitions=(
+                    job.partitions_def.name
+                    if isinstance(job.partitions_def, dg.DynamicPartitionsDefinition)
+                    else None
+                ),
             )
         )
     return infos
@@ -233,14 +245,61 @@ def build_pipeline(job: JobInfo) -> dict[str, Any]:
         f"concat('Dagster run ', variables('run_id'), ' of job {job.name} ended ', "
         f"coalesce({status}?.status, {status}?.__typename, 'unknown'), ': ', "
         f"coalesce(first({failure_events})?.error?.message, first({failure_events})?.message, "
-        f"{status}?.message, 'no failure event was recorded (the run was canceled?)'))"
+        f"{status}?.message, 'no failure event was recorded (the run was canceled?)'), "
+        # A step error's own message is only its headline; the innermost cause says what went wrong.
+        f"coalesce(last(coalesce(first({failure_events})?.error?.causes, json('[]')))?.message, ''))"
     )
     launch_failed_message = (
         f"concat('Dagster did not launch job {job.name}: ', coalesce({launch}?.__typename, 'no launchRun in the answer'), "
         f"': ', string(coalesce({launch}?.message, {launch}?.errors, activity('Launch').output?.errors, 'no message')))"
     )
-    activities: list[dict[str, Any]] = [
-        _web("Launch", launch_body, [], retry=3),
+    activities: list[dict[str, Any]] = []
+    launch_after: list[tuple[str, Sequence[str]]] = []
+    if job.dynamic_partitions:
+        # A run of a dynamic partition that was never added fails when it writes its output; the
+        # sensors add partitions themselves, an ADF caller gets it added here (adding twice is fine).
+        added = "activity('Add partition').output?.data?.addDynamicPartition"
+        partition_body = graphql_body(
+            ADD_PARTITION_QUERY,
+            [
+                lit(
+                    '{"repositorySelector":'
+                    + json.dumps({"repositoryLocationName": LOCATION, "repositoryName": REPOSITORY}, separators=(",", ":"))
+                    + ',"partitionsDefName":'
+                    + json.dumps(job.dynamic_partitions)
+                    + ',"partitionKey":'
+                ),
+                json_quote("pipeline().parameters.partition_key"),
+                lit("}"),
+            ],
+        )
+        activities += [
+            _web("Add partition", partition_body, [], retry=3),
+            {
+                "name": "Check partition",
+                "type": "IfCondition",
+                "dependsOn": _depends([("Add partition", ["Succeeded"])]),
+                "userProperties": [],
+                "typeProperties": {
+                    "expression": expression(
+                        f"not(or(equals({added}?.__typename, 'AddDynamicPartitionSuccess'), "
+                        f"equals({added}?.__typename, 'DuplicateDynamicPartitionError')))"
+                    ),
+                    "ifTrueActivities": [
+                        _fail(
+                            "Partition refused",
+                            f"concat('Dagster did not add partition ', pipeline().parameters.partition_key, "
+                            f"' of {job.dynamic_partitions}: ', coalesce({added}?.__typename, 'no answer'), ': ', "
+                            f"string(coalesce({added}?.message, activity('Add partition').output?.errors, 'no message')))",
+                            "DagsterPartitionRefused",
+                        )
+                    ],
+                },
+            },
+        ]
+        launch_after = [("Check partition", ["Succeeded"])]
+    activities += [
+        _web("Launch", launch_body, launch_after, retry=3),
         {
             "name": "Check launch",
             "type": "IfCondition",

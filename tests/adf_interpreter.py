@@ -244,6 +244,12 @@ def _first(value: Any) -> Any:
     raise AdfExpressionError(f"first() expects a string or an array, got {_type_name(value)}")
 
 
+def _last(value: Any) -> Any:
+    if isinstance(value, str | list):
+        return value[-1] if value else None
+    raise AdfExpressionError(f"last() expects a string or an array, got {_type_name(value)}")
+
+
 def _int(value: Any) -> int:
     try:
         return int(value)
@@ -265,6 +271,7 @@ FUNCTIONS: dict[str, tuple[int | tuple[int, int], Callable[..., Any]]] = {
     "createArray": ((1, 99), lambda *items: list(items)),
     "union": ((2, 99), _union),
     "first": (1, _first),
+    "last": (1, _last),
     "length": (1, _length),
     "empty": (1, lambda v: v is None or (isinstance(v, str | list | dict) and len(v) == 0)),
     "substring": ((2, 3), _substring),

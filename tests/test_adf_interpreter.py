@@ -41,6 +41,8 @@ def scope(**params: Any) -> Scope:
         ("@contains(createArray('a', 'b'), 'b')", True),
         ("@union(createArray(1, 2), createArray(2, 3))", [1, 2, 3]),
         ("@first(activity('A').output.data.x)", 1),
+        ("@last(activity('A').output.data.x)", 2),
+        ("@last(json('[]'))", None),
         ("@length('abc')", 3),
         ("@empty(json('[]'))", True),
         ("@substring('abcdef', 1, sub(length('abcdef'), 2))", "bcde"),
