@@ -110,7 +110,12 @@ def jobs_of_code_location() -> list[JobInfo]:
         resolved = resolve_defaults(job.run_config_schema.config_type, {})
         if not resolved.success:
             raise ValueError(f"job {job.name!r}: its run config has required fields without defaults")
-        ops = {op: value for op, value in (resolved.value or {}).get("ops", {}).items() if value.get("config")}
+        # Sorted: Dagster's resolved config has no stable op order, the checked-in files must.
+        ops = {
+            op: _sorted(v)
+            for op, v in sorted((resolved.value or {}).get("ops", {}).items())
+            if v.get("config")
+        }
         infos.append(
             JobInfo(
                 name=job.name,
@@ -125,6 +130,12 @@ def jobs_of_code_location() -> list[JobInfo]:
             )
         )
     return infos
+
+
+def _sorted(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _sorted(value[k]) for k in sorted(value)}
+    return value
 
 
 # ---- ADF expression building ---------------------------------------------------------------------
@@ -196,7 +207,9 @@ def _depends(pairs: Sequence[tuple[str, Sequence[str]]]) -> list[dict[str, Any]]
     return [{"activity": a, "dependencyConditions": list(c)} for a, c in pairs]
 
 
-def _fail(name: str, message_expr: str, code: str, depends_on: Sequence[tuple[str, Sequence[str]]] = ()) -> dict[str, Any]:
+def _fail(
+    name: str, message_expr: str, code: str, depends_on: Sequence[tuple[str, Sequence[str]]] = ()
+) -> dict[str, Any]:
     return {
         "name": name,
         "type": "Fail",
@@ -229,7 +242,11 @@ def build_pipeline(job: JobInfo) -> dict[str, Any]:
     launch_body = graphql_body(
         LAUNCH_QUERY,
         [
-            lit('{"executionParams":{"selector":' + json.dumps(selector, separators=(",", ":")) + ',"runConfigData":'),
+            lit(
+                '{"executionParams":{"selector":'
+                + json.dumps(selector, separators=(",", ":"))
+                + ',"runConfigData":'
+            ),
             "string(pipeline().parameters.run_config)",
             lit(',"executionMetadata":{"tags":'),
             # The caller's tags first: on a duplicate key the last wins, so ADF's own tags cannot be overridden.
@@ -264,7 +281,10 @@ def build_pipeline(job: JobInfo) -> dict[str, Any]:
             [
                 lit(
                     '{"repositorySelector":'
-                    + json.dumps({"repositoryLocationName": LOCATION, "repositoryName": REPOSITORY}, separators=(",", ":"))
+                    + json.dumps(
+                        {"repositoryLocationName": LOCATION, "repositoryName": REPOSITORY},
+                        separators=(",", ":"),
+                    )
                     + ',"partitionsDefName":'
                     + json.dumps(job.dynamic_partitions)
                     + ',"partitionKey":'
@@ -367,7 +387,12 @@ def build_pipeline(job: JobInfo) -> dict[str, Any]:
                             ),
                         },
                     },
-                    _fail("Run failed", run_failed_message, "DagsterRunFailed", [("Failure events", ["Succeeded"])]),
+                    _fail(
+                        "Run failed",
+                        run_failed_message,
+                        "DagsterRunFailed",
+                        [("Failure events", ["Succeeded"])],
+                    ),
                 ],
             },
         },
@@ -489,7 +514,12 @@ def stale_files(checked_in: Path, jobs: Sequence[JobInfo] | None = None) -> list
             new, old = (fresh / rel).read_text(), target.read_text()
             if new != old:
                 diff = difflib.unified_diff(
-                    old.splitlines(), new.splitlines(), f"{target} (checked in)", "(generated)", lineterm="", n=1
+                    old.splitlines(),
+                    new.splitlines(),
+                    f"{target} (checked in)",
+                    "(generated)",
+                    lineterm="",
+                    n=1,
                 )
                 problems.append(f"{target}: differs from the code location\n" + "\n".join(list(diff)[:40]))
         return problems
@@ -505,10 +535,16 @@ def write_zips(templates: Path, dest: Path) -> list[Path]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m orchestration.adf_templates", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m orchestration.adf_templates", description=(__doc__ or "").split("\n")[0]
+    )
     parser.add_argument("--check", action="store_true", help="fail if the checked-in templates are stale")
-    parser.add_argument("--out", type=Path, default=OUTPUT_DIR, help="where the templates live (default adf/)")
-    parser.add_argument("--zip", type=Path, metavar="DIR", help="also write one importable zip per template to DIR")
+    parser.add_argument(
+        "--out", type=Path, default=OUTPUT_DIR, help="where the templates live (default adf/)"
+    )
+    parser.add_argument(
+        "--zip", type=Path, metavar="DIR", help="also write one importable zip per template to DIR"
+    )
     args = parser.parse_args(argv)
     if args.check:
         problems = stale_files(args.out)

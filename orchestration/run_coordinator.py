@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Self, cast
 
 import dagster as dg
 from dagster._config import Field, StringSource, UserConfigSchema
 from dagster._core.run_coordinator import QueuedRunCoordinator, SubmitRunContext
 from dagster._serdes import ConfigurableClassData
-from typing_extensions import Self
 
 DEFAULT_IDEMPOTENCY_TAG = "adf/pipeline_run_id"
 
@@ -48,14 +47,16 @@ class IdempotentQueuedRunCoordinator(QueuedRunCoordinator):
 
     @classmethod
     def config_type(cls) -> UserConfigSchema:
-        schema = dict(super().config_type())  # pyright: ignore[reportArgumentType]
-        schema["idempotency_tag"] = Field(
-            StringSource,
-            is_required=False,
-            default_value=DEFAULT_IDEMPOTENCY_TAG,
-            description="Run tag whose value identifies one logical launch (ADF's pipeline run id).",
-        )
-        return schema
+        parent = cast("Mapping[str, Any]", super().config_type())  # a dict of Fields
+        return {
+            **parent,
+            "idempotency_tag": Field(
+                StringSource,
+                is_required=False,
+                default_value=DEFAULT_IDEMPOTENCY_TAG,
+                description="Run tag whose value identifies one logical launch (ADF's pipeline run id).",
+            ),
+        }
 
     @classmethod
     def from_config_value(cls, inst_data: ConfigurableClassData, config_value: Mapping[str, Any]) -> Self:

@@ -105,7 +105,9 @@ class _Parser:
     def take(self, kind: str, value: Any = None) -> Any:
         token = self.peek()
         if token is None or token[0] != kind or (value is not None and token[1] != value):
-            raise AdfExpressionError(f"expected {value or kind} at token {self.pos} of {self.text!r}, found {token}")
+            raise AdfExpressionError(
+                f"expected {value or kind} at token {self.pos} of {self.text!r}, found {token}"
+            )
         self.pos += 1
         return token[1]
 
@@ -139,7 +141,9 @@ class _Parser:
                 node = _Call(value, args)
         else:
             raise AdfExpressionError(f"unexpected {value!r} in {self.text!r}")
-        while (token := self.peek()) is not None and token[0] == "punct" and token[1] in (".", "?.", "[", "?["):
+        while (
+            (token := self.peek()) is not None and token[0] == "punct" and token[1] in (".", "?.", "[", "?[")
+        ):
             self.pos += 1
             if token[1] in (".", "?."):
                 node = _Access(node, _Literal(self.take("name")), safe=token[1] == "?.")
@@ -220,15 +224,24 @@ def _substring(text: Any, start: Any, length: Any = None) -> str:
         raise AdfExpressionError(f"substring() expects a string, got {_type_name(text)}")
     end = len(text) if length is None else start + length
     if start < 0 or end > len(text) or end < start:
-        raise AdfExpressionError(f"substring(): start {start} / length {length} out of range for {len(text)} chars")
+        raise AdfExpressionError(
+            f"substring(): start {start} / length {length} out of range for {len(text)} chars"
+        )
     return text[start:end]
 
 
 def _compare(name: str, a: Any, b: Any) -> tuple[Any, Any]:
-    if isinstance(a, bool) or isinstance(b, bool) or not (
-        (isinstance(a, int | float) and isinstance(b, int | float)) or (isinstance(a, str) and isinstance(b, str))
+    if (
+        isinstance(a, bool)
+        or isinstance(b, bool)
+        or not (
+            (isinstance(a, int | float) and isinstance(b, int | float))
+            or (isinstance(a, str) and isinstance(b, str))
+        )
     ):
-        raise AdfExpressionError(f"{name}() compares two numbers or two strings, got {_type_name(a)}, {_type_name(b)}")
+        raise AdfExpressionError(
+            f"{name}() compares two numbers or two strings, got {_type_name(a)}, {_type_name(b)}"
+        )
     return a, b
 
 
@@ -456,7 +469,10 @@ class Interpreter:
     requests: list[dict[str, Any]] = field(default_factory=list)  # every HTTP call made, for assertions
 
     def run(
-        self, pipeline: Mapping[str, Any], parameters: Mapping[str, Any] | None = None, run_id: str | None = None
+        self,
+        pipeline: Mapping[str, Any],
+        parameters: Mapping[str, Any] | None = None,
+        run_id: str | None = None,
     ) -> PipelineRun:
         properties = pipeline["properties"]
         params = self._parameters(properties.get("parameters", {}), dict(parameters or {}))
@@ -483,7 +499,15 @@ class Interpreter:
         unknown = sorted(set(given) - set(specs))
         if unknown:
             raise ValueError(f"unknown pipeline parameters {unknown}; the pipeline has {sorted(specs)}")
-        types = {"string": str, "securestring": str, "int": int, "float": float, "bool": bool, "array": list, "object": dict}
+        types = {
+            "string": str,
+            "securestring": str,
+            "int": int,
+            "float": float,
+            "bool": bool,
+            "array": list,
+            "object": dict,
+        }
         values: dict[str, Any] = {}
         for name, spec in specs.items():
             if name in given:
@@ -494,7 +518,9 @@ class Interpreter:
                 raise ValueError(f"pipeline parameter {name!r} is required (no default value)")
             expected = types[spec["type"].lower()]
             if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-                raise ValueError(f"pipeline parameter {name!r}: expected {spec['type']}, got {_type_name(value)}")
+                raise ValueError(
+                    f"pipeline parameter {name!r}: expected {spec['type']}, got {_type_name(value)}"
+                )
             values[name] = value
         return values
 
@@ -538,7 +564,9 @@ class Interpreter:
                 to_check.extend(d["activity"] for d in by_name[name].get("dependsOn", []))
         return True, None
 
-    def _run_activity(self, activity: Mapping[str, Any], scope: Scope, runs: list[ActivityRun]) -> ActivityRun:
+    def _run_activity(
+        self, activity: Mapping[str, Any], scope: Scope, runs: list[ActivityRun]
+    ) -> ActivityRun:
         record = ActivityRun(activity["name"], activity["type"], "Failed")
         runs.append(record)
         policy = activity.get("policy", {})
@@ -554,7 +582,10 @@ class Interpreter:
                 record.error = {"message": failure.message, "errorCode": failure.error_code}
             except AdfExpressionError as exc:
                 # ADF fails the activity (no retry helps: the expression is wrong).
-                record.error = {"message": f"expression error in {activity['name']}: {exc}", "errorCode": "InvalidTemplate"}
+                record.error = {
+                    "message": f"expression error in {activity['name']}: {exc}",
+                    "errorCode": "InvalidTemplate",
+                }
                 break
             if record.attempts > retries or activity["type"] == "Fail":
                 break
@@ -570,7 +601,9 @@ class Interpreter:
         if kind == "Wait":
             seconds = evaluate_value(props["waitTimeInSeconds"], scope)
             if not isinstance(seconds, int) or isinstance(seconds, bool) or seconds < 1:
-                raise ActivityFailed(f"waitTimeInSeconds must be a positive integer, got {seconds!r}", "InvalidInput")
+                raise ActivityFailed(
+                    f"waitTimeInSeconds must be a positive integer, got {seconds!r}", "InvalidInput"
+                )
             self.sleep(seconds * self.time_scale)
             return {}
         if kind == "SetVariable":
@@ -628,8 +661,12 @@ class Interpreter:
         auth = props.get("authentication")
         if auth:
             if auth.get("type") != "MSI":
-                raise ActivityFailed(f"authentication type {auth.get('type')!r} is not modelled", "Unsupported")
-            headers["Authorization"] = "Bearer " + self.token_provider(evaluate_value(auth["resource"], scope))
+                raise ActivityFailed(
+                    f"authentication type {auth.get('type')!r} is not modelled", "Unsupported"
+                )
+            headers["Authorization"] = "Bearer " + self.token_provider(
+                evaluate_value(auth["resource"], scope)
+            )
         timeout = _duration_seconds(evaluate_value(props.get("httpRequestTimeout", "00:01:00"), scope))
         data = None
         if body is not None and method != "GET":
@@ -643,7 +680,8 @@ class Interpreter:
         except urllib.error.HTTPError as exc:
             detail = exc.read()[:2000].decode(errors="replace")
             raise ActivityFailed(
-                f"Error calling the endpoint '{url}'. Response status code: '{exc.code}'. Response: {detail}", "2108"
+                f"Error calling the endpoint '{url}'. Response status code: '{exc.code}'. Response: {detail}",
+                "2108",
             ) from None
         except (urllib.error.URLError, OSError) as exc:
             raise ActivityFailed(f"Error calling the endpoint '{url}': {exc}", "2108") from None

@@ -45,7 +45,9 @@ def postgres_unavailable_reason() -> str | None:
     try:
         import psycopg2
 
-        psycopg2.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, dbname="postgres", connect_timeout=3).close()
+        psycopg2.connect(
+            host=PG_HOST, port=PG_PORT, user=PG_USER, dbname="postgres", connect_timeout=3
+        ).close()
     except Exception as exc:  # any reason (auth, missing driver) means: use SQLite instead
         return f"PostgreSQL on {PG_HOST}:{PG_PORT} refused user {PG_USER!r}: {exc}"
     return None

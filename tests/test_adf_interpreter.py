@@ -7,7 +7,7 @@ import json
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -31,7 +31,7 @@ def scope(**params: Any) -> Scope:
         ("@activity('A').output?.data?.missing?.deeper", None),
         ("@variables('v')", "val"),
         ("@concat('a', 'it''s', string(1), string(true))", "ait's1True"),
-        ("@string(json('{\"k\":[1,\"x\"]}'))", '{"k":[1,"x"]}'),
+        ('@string(json(\'{"k":[1,"x"]}\'))', '{"k":[1,"x"]}'),
         ("@equals(1, 1)", True),
         ("@equals('1', 1)", False),
         ("@and(true, or(false, not(false)))", True),
@@ -113,7 +113,9 @@ def quick() -> Interpreter:
 
 
 def test_fail_activity_fails_the_pipeline_with_its_message() -> None:
-    run = quick().run(pipeline(wait("W"), fail("F", "@concat('bad: ', pipeline().RunId)", after="W")), run_id="x")
+    run = quick().run(
+        pipeline(wait("W"), fail("F", "@concat('bad: ', pipeline().RunId)", after="W")), run_id="x"
+    )
     assert run.status == "Failed"
     assert run.error == {"message": "bad: x", "errorCode": "E1"}
 
@@ -125,7 +127,9 @@ def test_dependency_conditions_and_the_outcome_rule() -> None:
     # The success path is skipped; the skipped leaf stands for F, which failed -> pipeline fails.
     unhandled = quick().run(pipeline(fail("F"), wait("Next", after="F")))
     assert unhandled.status == "Failed" and unhandled.runs_of("Next")[0].status == "Skipped"
-    completed = quick().run(pipeline(fail("F"), wait("Always", after="F", on="Completed"), wait("Never", after="F")))
+    completed = quick().run(
+        pipeline(fail("F"), wait("Always", after="F", on="Completed"), wait("Never", after="F"))
+    )
     assert [r.status for r in completed.activity_runs] == ["Failed", "Succeeded", "Skipped"]
 
 
@@ -151,7 +155,7 @@ def test_if_condition_until_set_variable_and_filter() -> None:
             "type": "Filter",
             "dependsOn": [{"activity": "Loop", "dependencyConditions": ["Succeeded"]}],
             "typeProperties": {
-                "items": "@json('[{\"k\":1},{\"k\":2},{\"k\":3}]')",
+                "items": '@json(\'[{"k":1},{"k":2},{"k":3}]\')',
                 "condition": "@greater(item().k, 1)",
             },
         },
@@ -177,7 +181,11 @@ def test_until_times_out() -> None:
         {
             "name": "Forever",
             "type": "Until",
-            "typeProperties": {"expression": "@equals(1, 2)", "timeout": "0.00:00:01", "activities": [wait("W")]},
+            "typeProperties": {
+                "expression": "@equals(1, 2)",
+                "timeout": "0.00:00:01",
+                "activities": [wait("W")],
+            },
         }
     )
     run = Interpreter(time_scale=0.01).run(p)
@@ -200,12 +208,13 @@ class _Server(ThreadingHTTPServer):
 
 
 class _Handler(BaseHTTPRequestHandler):
-    server: _Server
+    def _server(self) -> _Server:
+        return cast(_Server, self.server)
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
-        self.server.seen.append({"auth": self.headers.get("Authorization"), "body": json.loads(body)})
-        code, payload = self.server.answers.pop(0) if self.server.answers else (200, b'{"ok": true}')
+        self._server().seen.append({"auth": self.headers.get("Authorization"), "body": json.loads(body)})
+        code, payload = self._server().answers.pop(0) if self._server().answers else (200, b'{"ok": true}')
         self.send_response(code)
         self.send_header("Content-Type", "application/json")
         self.end_headers()
@@ -235,7 +244,10 @@ def web_pipeline(url: str, retry: int = 0) -> dict[str, Any]:
             "typeProperties": {
                 "method": "POST",
                 "url": url,
-                "body": {"value": "@json(concat('{\"run\":\"', pipeline().RunId, '\"}'))", "type": "Expression"},
+                "body": {
+                    "value": "@json(concat('{\"run\":\"', pipeline().RunId, '\"}'))",
+                    "type": "Expression",
+                },
                 "authentication": {"type": "MSI", "resource": "@pipeline().parameters.audience"},
             },
         },
@@ -258,7 +270,9 @@ def test_web_activity_posts_json_with_a_managed_identity_token(http: _Server) ->
         return "tok-123"
 
     url = f"http://127.0.0.1:{http.server_address[1]}/graphql"
-    run = Interpreter(token_provider=token).run(web_pipeline(url), {"audience": "api://dagster"}, run_id="r-9")
+    run = Interpreter(token_provider=token).run(
+        web_pipeline(url), {"audience": "api://dagster"}, run_id="r-9"
+    )
     assert run.status == "Succeeded" and run.variables["got"] == "True"
     assert audiences == ["api://dagster"]
     assert http.seen == [{"auth": "Bearer tok-123", "body": {"run": "r-9"}}]

@@ -10,7 +10,6 @@ launches. Time is scaled: a poll interval of 10 s takes 0.2 s, a retry interval 
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import threading
@@ -20,8 +19,7 @@ import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -61,7 +59,12 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         MNIST_MIN_ACCURACY="0.8",
     )
     with instance_yaml(tmp / "home") as instance, dagster_services(tmp / "home", env) as services:
-        yield {"url": services.graphql_url, "storage": tmp / "storage", "instance": instance, "log": services.log}
+        yield {
+            "url": services.graphql_url,
+            "storage": tmp / "storage",
+            "instance": instance,
+            "log": services.log,
+        }
         # Leave no run behind when the services stop.
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and any(
@@ -142,7 +145,9 @@ def test_invalid_run_config_fails_the_pipeline_with_dagsters_message(site: dict[
     run = interpreter().run(template("train_model"), params(site["url"], run_config=bad))
     assert run.status == "Failed", explain(run)
     assert run.error is not None and run.error["errorCode"] == "DagsterLaunchFailed"
-    assert run.error["message"].startswith("Dagster did not launch job train_model: RunConfigValidationInvalid")
+    assert run.error["message"].startswith(
+        "Dagster did not launch job train_model: RunConfigValidationInvalid"
+    )
     assert 'Value \\"many\\"' in run.error["message"] and "pca_components" in run.error["message"]
     # HTTP 200 (the Web activity succeeded, no retry); nothing was started, nothing polled.
     assert [(a.status, a.attempts) for a in run.runs_of("Launch")] == [("Succeeded", 1)]
@@ -164,9 +169,7 @@ def test_unknown_job_fails_the_pipeline_at_launch(site: dict[str, Any]) -> None:
     assert runs_for(site["url"], run.run_id) == []
 
 
-def test_run_failure_fails_the_pipeline_with_the_runs_error(
-    site: dict[str, Any], trained: Trained
-) -> None:
+def test_run_failure_fails_the_pipeline_with_the_runs_error(site: dict[str, Any], trained: Trained) -> None:
     batch = site["storage"] / "inference" / "not-digits"
     batch.mkdir(parents=True)
     (batch / "notes.idx3-ubyte.gz").write_bytes(b"these are not MNIST images")
@@ -174,7 +177,9 @@ def test_run_failure_fails_the_pipeline_with_the_runs_error(
     assert run.status == "Failed", explain(run)
     assert run.error is not None and run.error["errorCode"] == "DagsterRunFailed"
     message = run.error["message"]
-    assert message.startswith(f"Dagster run {run.variables['run_id']} of job score_batch ended FAILURE: "), message
+    assert message.startswith(f"Dagster run {run.variables['run_id']} of job score_batch ended FAILURE: "), (
+        message
+    )
     assert "notes.idx3-ubyte.gz" in message, message
     [dagster_run] = runs_for(site["url"], run.run_id)
     assert dagster_run["status"] == "FAILURE"
@@ -190,17 +195,20 @@ class _LosingProxy(ThreadingHTTPServer):
 
 
 class _ProxyHandler(BaseHTTPRequestHandler):
-    server: _LosingProxy
+    def _server(self) -> _LosingProxy:
+        return cast(_LosingProxy, self.server)
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
-        request = urllib.request.Request(self.server.upstream, body, {"Content-Type": "application/json"})
-        with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(request, timeout=60) as response:
+        request = urllib.request.Request(self._server().upstream, body, {"Content-Type": "application/json"})
+        with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(
+            request, timeout=60
+        ) as response:
             answer, code = response.read(), response.status
         if b"launchRun" in body:
-            self.server.launches_forwarded += 1
-            if self.server.lost == 0:  # Dagster has accepted it; the caller never hears so
-                self.server.lost += 1
+            self._server().launches_forwarded += 1
+            if self._server().lost == 0:  # Dagster has accepted it; the caller never hears so
+                self._server().lost += 1
                 code, answer = 504, b'{"message": "gateway timeout"}'
         self.send_response(code)
         self.send_header("Content-Type", "application/json")
@@ -235,16 +243,26 @@ def test_retried_launch_starts_exactly_one_run(
     assert launch.attempts == 2 and losing_proxy.launches_forwarded == 2, "ADF retried and Dagster saw both"
     [dagster_run] = runs_for(site["url"], run.run_id)  # exactly one run for the ADF run id
     assert dagster_run["runId"] == run.variables["run_id"] and dagster_run["status"] == "SUCCESS"
-    assert len((site["storage"] / "predictions" / "retry-batch" / "predictions.csv").read_text().splitlines()) == 21
+    assert (
+        len((site["storage"] / "predictions" / "retry-batch" / "predictions.csv").read_text().splitlines())
+        == 21
+    )
 
 
 def test_concurrent_duplicate_launches_start_one_run(site: dict[str, Any]) -> None:
     key = str(uuid.uuid4())
     execution_params = {
-        "selector": {"repositoryLocationName": "mnist", "repositoryName": "__repository__", "jobName": "score_batch"},
+        "selector": {
+            "repositoryLocationName": "mnist",
+            "repositoryName": "__repository__",
+            "jobName": "score_batch",
+        },
         "runConfigData": {},
         "executionMetadata": {
-            "tags": [{"key": "adf/pipeline_run_id", "value": key}, {"key": "dagster/partition", "value": "absent"}]
+            "tags": [
+                {"key": "adf/pipeline_run_id", "value": key},
+                {"key": "dagster/partition", "value": "absent"},
+            ]
         },
     }
 

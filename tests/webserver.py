@@ -70,7 +70,9 @@ def _stop(proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
 
 
 @contextlib.contextmanager
-def dagster_services(home: Path, env: Mapping[str, str], startup_timeout: float = 120) -> Iterator[DagsterServices]:
+def dagster_services(
+    home: Path, env: Mapping[str, str], startup_timeout: float = 120
+) -> Iterator[DagsterServices]:
     """Start dagster-webserver and dagster-daemon on `home` (which holds dagster.yaml); stop both after.
 
     Yields once the code location is loaded and GraphQL answers, so a launch can be made at once.
@@ -103,6 +105,8 @@ def dagster_services(home: Path, env: Mapping[str, str], startup_timeout: float 
                         raise AssertionError(f"code location failed to load: {errors}")
                     break
             if time.monotonic() > deadline:
-                raise TimeoutError(f"dagster-webserver not ready after {startup_timeout:.0f} s:\n{log.read_text()[-4000:]}")
+                raise TimeoutError(
+                    f"dagster-webserver not ready after {startup_timeout:.0f} s:\n{log.read_text()[-4000:]}"
+                )
             time.sleep(0.25)
         yield DagsterServices(graphql_url=url, home=home, log=log)
