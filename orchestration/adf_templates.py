@@ -227,8 +227,11 @@ def build_pipeline(job: JobInfo) -> dict[str, Any]:
     """The ADF pipeline resource (`{name, properties}`) that launches `job` and waits for it."""
     launch = "activity('Launch').output?.data?.launchRun"
     status = "activity('Get status').output?.data?.runOrError"
+    # Done when the run has ended, or Dagster says there is no such run (RunNotFoundError, PythonError).
+    # A poll that failed altogether (no answer after its retries) is not an answer: ADF's Until goes on
+    # after a failed inner activity, and the next poll comes after the pause.
     finished = (
-        f"or(not(equals({status}?.__typename, 'Run')), "
+        f"or(and(not(equals({status}?.__typename, null)), not(equals({status}?.__typename, 'Run'))), "
         + f"or(equals({status}?.status, 'SUCCESS'), or(equals({status}?.status, 'FAILURE'), equals({status}?.status, 'CANCELED'))))"
     )
     tags = [
@@ -351,7 +354,7 @@ def build_pipeline(job: JobInfo) -> dict[str, Any]:
                     {
                         "name": "Pause",
                         "type": "Wait",
-                        "dependsOn": _depends([("Get status", ["Succeeded"])]),
+                        "dependsOn": _depends([("Get status", ["Completed"])]),
                         "userProperties": [],
                         "typeProperties": {
                             # No pause after the last poll: the pipeline ends as soon as the run does.

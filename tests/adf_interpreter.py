@@ -630,14 +630,16 @@ class Interpreter:
             timeout = _duration_seconds(evaluate_value(props.get("timeout", "7.00:00:00"), scope))
             deadline = time.monotonic() + timeout * self.time_scale
             while True:
+                # ADF: a failed inner activity does not stop the loop; the expression decides. The
+                # Until ends with the outcome of its last iteration.
                 ok, error = self._run_graph(props["activities"], scope, runs)
-                if not ok:
-                    assert error is not None
-                    raise ActivityFailed(error["message"], error["errorCode"])
                 done = evaluate_value(props["expression"], scope)
                 if not isinstance(done, bool):
                     raise AdfExpressionError(f"Until expression must be a boolean, got {done!r}")
                 if done:
+                    if not ok:
+                        assert error is not None
+                        raise ActivityFailed(error["message"], error["errorCode"])
                     return {}
                 if time.monotonic() > deadline:
                     raise ActivityFailed(f"Until activity timed out after {timeout:.0f} s", "ActivityTimeout")

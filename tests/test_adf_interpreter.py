@@ -176,6 +176,39 @@ def test_if_condition_until_set_variable_and_filter() -> None:
     assert run.error == {"message": '[{"k":2},{"k":3}]', "errorCode": "E1"}
 
 
+def test_until_goes_on_after_a_failed_inner_activity() -> None:
+    # Iterations 1 and 2 fail (Fail activity while n is short), iteration 3 succeeds and ends the loop.
+    p = pipeline(
+        {
+            "name": "Loop",
+            "type": "Until",
+            "typeProperties": {
+                "expression": "@equals(variables('n'), 'xxx')",
+                "activities": [
+                    {
+                        "name": "Grow",
+                        "type": "SetVariable",
+                        "typeProperties": {"variableName": "n", "value": "@concat(variables('n'), 'x')"},
+                    },
+                    {
+                        "name": "Check",
+                        "type": "IfCondition",
+                        "dependsOn": [{"activity": "Grow", "dependencyConditions": ["Succeeded"]}],
+                        "typeProperties": {
+                            "expression": "@less(length(variables('n')), 3)",
+                            "ifTrueActivities": [fail("Transient")],
+                        },
+                    },
+                ],
+            },
+        },
+        variables={"n": {"type": "String", "defaultValue": ""}},
+    )
+    run = quick().run(p)
+    assert run.status == "Succeeded", run.error
+    assert [r.status for r in run.runs_of("Check")] == ["Failed", "Failed", "Succeeded"]
+
+
 def test_until_times_out() -> None:
     p = pipeline(
         {
