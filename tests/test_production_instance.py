@@ -6,14 +6,24 @@ from __future__ import annotations
 import shutil
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import dagster as dg
 import pytest
+import yaml
 from dagster._core.instance.config import dagster_instance_config
+from dagster._core.remote_origin import RegisteredCodeLocationOrigin, RemoteJobOrigin, RemoteRepositoryOrigin
 
 from orchestration.run_coordinator import IdempotentQueuedRunCoordinator
-from tests.instance import PG_HOST, PG_USER, PRODUCTION_YAML, postgres_database, postgres_unavailable_reason
+from tests.instance import (
+    PG_HOST,
+    PG_USER,
+    PRODUCTION_YAML,
+    local_variant,
+    postgres_database,
+    postgres_unavailable_reason,
+)
 
 ENV = {
     "DAGSTER_PG_HOST": PG_HOST,
@@ -86,3 +96,51 @@ def test_production_instance_builds_every_component_on_postgres(home: Path) -> N
         ]
         # No secret value is kept in the instance's serialized config, only the variable's name.
         assert ENV["DAGSTER_PG_PASSWORD"] not in str(instance.get_ref())
+
+
+@pytest.fixture
+def sqlite_instance(tmp_path: Path) -> Iterator[dg.DagsterInstance]:
+    """The production settings with local storage, launcher and logs: the e2e tests' SQLite fallback."""
+    config = local_variant(yaml.safe_load(PRODUCTION_YAML.read_text()), tmp_path, postgres_url=None)
+    (tmp_path / "dagster.yaml").write_text(yaml.safe_dump(config))
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        yield instance
+
+
+def _new_run(instance: dg.DagsterInstance, key: str | None) -> dg.DagsterRun:
+    tags = {"adf/pipeline_run_id": key} if key else {}
+    origin = RemoteJobOrigin(
+        RemoteRepositoryOrigin(RegisteredCodeLocationOrigin("mnist"), "__repository__"), "score_batch"
+    )
+    run = dg.DagsterRun(job_name="score_batch", run_id=str(uuid.uuid4()), tags=tags, remote_job_origin=origin)
+    return instance.add_run(run)
+
+
+def test_idempotent_coordinator_queues_one_run_per_key(sqlite_instance: dg.DagsterInstance) -> None:
+    from dagster._core.run_coordinator import SubmitRunContext
+
+    coordinator = sqlite_instance.run_coordinator
+    assert isinstance(coordinator, IdempotentQueuedRunCoordinator)
+    first = coordinator.submit_run(SubmitRunContext(_new_run(sqlite_instance, "k1"), workspace=None))  # pyright: ignore[reportArgumentType]
+    assert first.status == dg.DagsterRunStatus.QUEUED
+    duplicate = _new_run(sqlite_instance, "k1")
+    answered = coordinator.submit_run(SubmitRunContext(duplicate, workspace=None))  # pyright: ignore[reportArgumentType]
+    assert answered.run_id == first.run_id, "a duplicate answers with the run already queued"
+    assert sqlite_instance.get_run_by_id(duplicate.run_id) is None, "and is never queued itself"
+    # Without the tag, or with another key, nothing changes.
+    untagged = [
+        coordinator.submit_run(SubmitRunContext(_new_run(sqlite_instance, None), workspace=None))
+        for _ in range(2)
+    ]  # pyright: ignore[reportArgumentType]
+    assert {r.status for r in untagged} == {dg.DagsterRunStatus.QUEUED}
+    other = coordinator.submit_run(SubmitRunContext(_new_run(sqlite_instance, "k2"), workspace=None))  # pyright: ignore[reportArgumentType]
+    assert other.run_id != first.run_id
+
+    # Simultaneous duplicates (all created before any is submitted): exactly one is queued.
+    created = [_new_run(sqlite_instance, "k3") for _ in range(5)]
+    with ThreadPoolExecutor(5) as pool:
+        answers = list(
+            pool.map(lambda r: coordinator.submit_run(SubmitRunContext(r, workspace=None)), created)
+        )  # pyright: ignore[reportArgumentType]
+    assert len({a.run_id for a in answers}) == 1
+    assert len(sqlite_instance.get_runs(dg.RunsFilter(tags={"adf/pipeline_run_id": "k3"}))) == 1
