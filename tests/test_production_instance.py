@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any, cast
 
 import dagster as dg
 import pytest
@@ -121,26 +122,24 @@ def test_idempotent_coordinator_queues_one_run_per_key(sqlite_instance: dg.Dagst
 
     coordinator = sqlite_instance.run_coordinator
     assert isinstance(coordinator, IdempotentQueuedRunCoordinator)
-    first = coordinator.submit_run(SubmitRunContext(_new_run(sqlite_instance, "k1"), workspace=None))  # pyright: ignore[reportArgumentType]
+
+    def submit(run: dg.DagsterRun) -> dg.DagsterRun:
+        # The queued coordinator never uses the workspace; the webserver passes its own.
+        return coordinator.submit_run(SubmitRunContext(run, workspace=cast(Any, None)))
+
+    first = submit(_new_run(sqlite_instance, "k1"))
     assert first.status == dg.DagsterRunStatus.QUEUED
     duplicate = _new_run(sqlite_instance, "k1")
-    answered = coordinator.submit_run(SubmitRunContext(duplicate, workspace=None))  # pyright: ignore[reportArgumentType]
-    assert answered.run_id == first.run_id, "a duplicate answers with the run already queued"
+    assert submit(duplicate).run_id == first.run_id, "a duplicate answers with the run already queued"
     assert sqlite_instance.get_run_by_id(duplicate.run_id) is None, "and is never queued itself"
     # Without the tag, or with another key, nothing changes.
-    untagged = [
-        coordinator.submit_run(SubmitRunContext(_new_run(sqlite_instance, None), workspace=None))
-        for _ in range(2)
-    ]  # pyright: ignore[reportArgumentType]
+    untagged = [submit(_new_run(sqlite_instance, None)) for _ in range(2)]
     assert {r.status for r in untagged} == {dg.DagsterRunStatus.QUEUED}
-    other = coordinator.submit_run(SubmitRunContext(_new_run(sqlite_instance, "k2"), workspace=None))  # pyright: ignore[reportArgumentType]
-    assert other.run_id != first.run_id
+    assert submit(_new_run(sqlite_instance, "k2")).run_id != first.run_id
 
     # Simultaneous duplicates (all created before any is submitted): exactly one is queued.
     created = [_new_run(sqlite_instance, "k3") for _ in range(5)]
     with ThreadPoolExecutor(5) as pool:
-        answers = list(
-            pool.map(lambda r: coordinator.submit_run(SubmitRunContext(r, workspace=None)), created)
-        )  # pyright: ignore[reportArgumentType]
+        answers = list(pool.map(submit, created))
     assert len({a.run_id for a in answers}) == 1
     assert len(sqlite_instance.get_runs(dg.RunsFilter(tags={"adf/pipeline_run_id": "k3"}))) == 1
