@@ -231,7 +231,7 @@ def build_pipeline(job: JobInfo) -> dict[str, Any]:
     # A poll that failed altogether (no answer after its retries) is not an answer: ADF's Until goes on
     # after a failed inner activity, and the next poll comes after the pause.
     finished = (
-        f"or(and(not(equals({status}?.__typename, null)), not(equals({status}?.__typename, 'Run'))), "
+        f"or(contains(createArray('RunNotFoundError', 'PythonError'), {status}?.__typename), "
         + f"or(equals({status}?.status, 'SUCCESS'), or(equals({status}?.status, 'FAILURE'), equals({status}?.status, 'CANCELED'))))"
     )
     tags = [
@@ -260,7 +260,7 @@ def build_pipeline(job: JobInfo) -> dict[str, Any]:
     run_id_json = json_quote("variables('run_id')")
     status_body = graphql_body(STATUS_QUERY, [lit('{"runId":'), run_id_json, lit("}")])
     failure_body = graphql_body(FAILURE_QUERY, [lit('{"runId":'), run_id_json, lit("}")])
-    failure_events = "activity('Failure events').output.Value"
+    failure_events = "activity('Failure events').output.value"  # as ADF documents it (output shows "Value")
     run_failed_message = (
         f"concat('Dagster run ', variables('run_id'), ' of job {job.name} ended ', "
         f"coalesce({status}?.status, {status}?.__typename, 'unknown'), ': ', "

@@ -321,6 +321,11 @@ def evaluate_node(node: Any, scope: Scope) -> Any:
         if isinstance(target, dict):
             if key in target:
                 return target[key]
+            # ADF matches property names case-insensitively (a Filter's output shows "Value", its
+            # documented use is `output.value`).
+            folded = [k for k in target if isinstance(key, str) and k.lower() == key.lower()]
+            if folded:
+                return target[folded[0]]
             if node.safe:
                 return None
             raise AdfExpressionError(f"property {key!r} does not exist; available: {sorted(target)}")

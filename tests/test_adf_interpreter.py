@@ -30,6 +30,7 @@ def scope(**params: Any) -> Scope:
         ("@activity('A').output.data.x[1]", 2),
         ("@activity('A').output?.data?.missing?.deeper", None),
         ("@variables('v')", "val"),
+        ("@activity('A').OUTPUT.Data.X[0]", 1),  # property names are case-insensitive
         ("@concat('a', 'it''s', string(1), string(true))", "ait's1True"),
         ('@string(json(\'{"k":[1,"x"]}\'))', '{"k":[1,"x"]}'),
         ("@equals(1, 1)", True),
@@ -165,7 +166,7 @@ def test_if_condition_until_set_variable_and_filter() -> None:
             "dependsOn": [{"activity": "Keep", "dependencyConditions": ["Succeeded"]}],
             "typeProperties": {
                 "expression": "@equals(activity('Keep').output.FilteredItemsCount, 2)",
-                "ifTrueActivities": [fail("Inner", "@string(activity('Keep').output.Value)")],
+                "ifTrueActivities": [fail("Inner", "@string(activity('Keep').output.value)")],
             },
         },
         variables={"n": {"type": "String", "defaultValue": ""}},
