@@ -72,6 +72,7 @@ FAILURE_QUERY = """query RunFailure($runId: ID!) {
         __typename
         ... on ExecutionStepFailureEvent { stepKey message error { message causes { message } } }
         ... on RunFailureEvent { message }
+        ... on RunCanceledEvent { message }
       }
     }
     ... on Error { message }
@@ -265,7 +266,7 @@ def build_pipeline(job: JobInfo) -> dict[str, Any]:
         f"concat('Dagster run ', variables('run_id'), ' of job {job.name} ended ', "
         f"coalesce({status}?.status, {status}?.__typename, 'unknown'), ': ', "
         f"coalesce(first({failure_events})?.error?.message, first({failure_events})?.message, "
-        f"{status}?.message, 'no failure event was recorded (the run was canceled?)'), "
+        f"{status}?.message, 'no failure event was recorded'), "
         # A step error's own message is only its headline; the innermost cause says what went wrong.
         f"coalesce(last(coalesce(first({failure_events})?.error?.causes, json('[]')))?.message, ''))"
     )
@@ -385,8 +386,8 @@ def build_pipeline(job: JobInfo) -> dict[str, Any]:
                                 "coalesce(activity('Get failure').output?.data?.logsForRun?.events, json('[]'))"
                             ),
                             "condition": expression(
-                                "or(equals(item().__typename, 'ExecutionStepFailureEvent'), "
-                                "equals(item().__typename, 'RunFailureEvent'))"
+                                "contains(createArray('ExecutionStepFailureEvent', 'RunFailureEvent', "
+                                "'RunCanceledEvent'), item().__typename)"
                             ),
                         },
                     },

@@ -7,10 +7,12 @@ location generates (`./run adf-templates`, then commit adf/).
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from dataclasses import replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -24,7 +26,17 @@ from orchestration.adf_templates import (
     jobs_of_code_location,
     stale_files,
 )
-from tests.adf_interpreter import FUNCTIONS, LAZY, Scope, _Access, _Call, _Literal, _Parser, evaluate_value
+from tests.adf_interpreter import (
+    FUNCTIONS,
+    LAZY,
+    Interpreter,
+    Scope,
+    _Access,
+    _Call,
+    _Literal,
+    _Parser,
+    evaluate_value,
+)
 
 ACTIVITY_TYPES = {"WebActivity", "IfCondition", "Until", "Wait", "Fail", "SetVariable", "Filter"}
 BUILTINS = {"pipeline", "activity", "variables", "item"}
@@ -191,3 +203,58 @@ def test_launch_body_is_valid_json_whatever_the_names_contain() -> None:
         "executionParams"
     ]["executionMetadata"]["tags"]
     assert {t["key"]: t["value"] for t in tags}["adf/pipeline_run_id"] == "r-1"
+
+
+class _CannedDagster(ThreadingHTTPServer):
+    answers: dict[str, Any]  # first word of the GraphQL operation -> its `data`
+
+
+class _CannedHandler(BaseHTTPRequestHandler):
+    def do_POST(self) -> None:
+        server = cast(_CannedDagster, self.server)
+        query = json.loads(self.rfile.read(int(self.headers["Content-Length"])))["query"]
+        operation = query.split("(")[0].split()[-1]  # e.g. "LaunchRun"
+        payload = json.dumps({"data": server.answers[operation]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def test_a_canceled_run_fails_the_pipeline_with_dagsters_cancel_message() -> None:
+    server = _CannedDagster(("127.0.0.1", 0), _CannedHandler)
+    server.answers = {
+        "LaunchRun": {
+            "launchRun": {"__typename": "LaunchRunSuccess", "run": {"runId": "r-7", "status": "QUEUED"}}
+        },
+        "RunStatus": {"runOrError": {"__typename": "Run", "runId": "r-7", "status": "CANCELED"}},
+        "RunFailure": {
+            "logsForRun": {
+                "__typename": "EventConnection",
+                "events": [
+                    {"__typename": "RunStartEvent"},
+                    {
+                        "__typename": "RunCanceledEvent",
+                        "message": 'Execution of run for "train_model" canceled.',
+                    },
+                ],
+            }
+        },
+    }
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/graphql"
+        pipeline = json.loads((OUTPUT_DIR / "pipelines" / "train_model.json").read_text())
+        run = Interpreter(time_scale=0.001).run(pipeline, {"dagster_graphql_url": url, "audience": "a"})
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert run.status == "Failed"
+    assert run.error == {
+        "message": 'Dagster run r-7 of job train_model ended CANCELED: Execution of run for "train_model" canceled.',
+        "errorCode": "DagsterRunFailed",
+    }
