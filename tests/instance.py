@@ -13,7 +13,7 @@ import contextlib
 import os
 import socket
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,10 +92,17 @@ def local_variant(production: dict[str, Any], home: Path, postgres_url: str | No
 
 
 @contextlib.contextmanager
-def instance_yaml(home: Path, prefer_postgres: bool = True) -> Iterator[InstanceInfo]:
-    """Write `home/dagster.yaml` (production settings, local storage/launcher/logs); clean up after."""
+def instance_yaml(
+    home: Path, prefer_postgres: bool = True, overrides: Mapping[str, Any] | None = None
+) -> Iterator[InstanceInfo]:
+    """Write `home/dagster.yaml` (production settings, local storage/launcher/logs); clean up after.
+
+    `overrides` replaces whole top-level sections, e.g. `{"run_coordinator": {...}}` for a test that
+    wants fewer concurrent runs than production. To run tests/daemon.py's `Daemon` on it, enter this
+    after creating the `Daemon` (which copies the local instance's yaml into its home).
+    """
     home.mkdir(parents=True, exist_ok=True)
-    production = yaml.safe_load(PRODUCTION_YAML.read_text())
+    production = {**yaml.safe_load(PRODUCTION_YAML.read_text()), **(overrides or {})}
     reason = postgres_unavailable_reason() if prefer_postgres else "PostgreSQL not requested"
     with contextlib.ExitStack() as stack:
         url = None if reason else stack.enter_context(postgres_database())
