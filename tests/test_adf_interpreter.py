@@ -262,7 +262,7 @@ class _Handler(BaseHTTPRequestHandler):
 def http() -> Iterator[_Server]:
     server = _Server(("127.0.0.1", 0), _Handler)
     server.answers, server.seen = [], []
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     yield server
     server.shutdown()

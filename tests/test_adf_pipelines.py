@@ -223,7 +223,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
 def losing_proxy(site: dict[str, Any]) -> Iterator[_LosingProxy]:
     proxy = _LosingProxy(("127.0.0.1", 0), _ProxyHandler)
     proxy.upstream, proxy.launches_forwarded, proxy.lost = site["url"], 0, 0
-    thread = threading.Thread(target=proxy.serve_forever, daemon=True)
+    thread = threading.Thread(target=proxy.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     yield proxy
     proxy.shutdown()

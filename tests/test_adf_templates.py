@@ -244,7 +244,7 @@ def test_a_canceled_run_fails_the_pipeline_with_dagsters_cancel_message() -> Non
             }
         },
     }
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/graphql"
