@@ -18,10 +18,13 @@ BIN = Path(sys.executable).parent
 
 
 class Daemon:
-    def __init__(self, home: Path, env: dict[str, str]) -> None:
+    def __init__(self, home: Path, env: dict[str, str], postgres_url: str | None = None) -> None:
         self.home = home
         home.mkdir(parents=True, exist_ok=True)
         shutil.copy(PROJECT_ROOT / "instance" / "local" / "dagster.yaml", home / "dagster.yaml")
+        if postgres_url:  # the shipped local settings, with runs and events in PostgreSQL
+            with (home / "dagster.yaml").open("a") as fh:
+                fh.write(f"storage:\n  postgres:\n    postgres_url: {postgres_url}\n")
         self.env = {**env, "DAGSTER_HOME": str(home)}
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = home / "daemon.log"

@@ -14,6 +14,7 @@ import pytest
 
 from tests.daemon import Daemon, wait_for
 from tests.events import upload_and_notify
+from tests.instance import postgres_database, postgres_unavailable_reason
 from tests.synthetic import make_digits, write_source
 from workload.mnist_idx import encode_idx
 
@@ -21,7 +22,19 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 @pytest.fixture
-def site(tmp_path: Path, azurite: dict[str, str]) -> Iterator[dict[str, Any]]:
+def postgres_url() -> Iterator[str | None]:
+    """A fresh PostgreSQL database for the instance when one answers on 127.0.0.1:5432, else SQLite."""
+    reason = postgres_unavailable_reason()
+    if reason:
+        print(f"instance storage: SQLite ({reason})")
+        yield None
+        return
+    with postgres_database() as url:
+        yield url
+
+
+@pytest.fixture
+def site(tmp_path: Path, azurite: dict[str, str], postgres_url: str | None) -> Iterator[dict[str, Any]]:
     """A container with a promoted model in it, and the environment the code location runs with."""
     from azure.storage.blob import ContainerClient
 
@@ -37,7 +50,7 @@ def site(tmp_path: Path, azurite: dict[str, str]) -> Iterator[dict[str, Any]]:
         MNIST_MIN_ACCURACY="0.8",
         MNIST_SENSOR_INTERVAL="1",
     )
-    daemon = Daemon(tmp_path / "dagster_home", env)
+    daemon = Daemon(tmp_path / "dagster_home", env, postgres_url)
     daemon.cli(
         "job", "execute", "-j", "train_model", "-c", str(write_small_config(tmp_path)),
         target=("-m", "orchestration.definitions"),
