@@ -235,3 +235,68 @@ def test_real_sdk_invokes_polls_and_cancels_on_the_fake(
     assert statuses["completed"] == "Completed"
     assert statuses["canceled"] == "Canceled"
     assert fake.invocations == 2
+
+
+@pytest.mark.slow
+def test_assets_materialize_end_to_end_on_azureml_fakes(store: ObjectStore, synthetic_source: Path, tmp_path: Path) -> None:
+    """raw -> model (v1 PipelineEndpoint) -> predictions (v2 batch endpoint): the real workload runs in the
+    fakes on the datastore (Azurite), Pipes messages come back through the step's log."""
+    from assets.model import TrainingConfig, mnist_model
+    from assets.predictions import INFERENCE_BATCHES, mnist_predictions
+    from assets.raw_mnist import raw_mnist
+    from resources.compute.azureml_v1 import AzureMLPipelineBackend
+    from resources.mnist_source import MnistSource
+    from resources.quality import QualityGate
+    from tests.fakes.azureml_v1 import FakeAzureMLPipelines
+    from tests.synthetic import write_batch
+
+    instance = dg.DagsterInstance.ephemeral()
+    v1 = FakeAzureMLPipelines(store, mode="process").start()
+    v2 = FakeAzureMLBatch(store, mode="process").start()
+    try:
+        common = {
+            "subscription_id": v1.subscription,
+            "resource_group": v1.resource_group,
+            "workspace_name": v1.workspace,
+            "datastore": v1.datastore,
+            "allow_http_loopback": True,
+            "credential": "python:tests.fakes.http:fake_credential",
+            "poll_initial_seconds": 0.1,
+            "poll_floor_seconds": 0.2,
+            "poll_max_seconds": 0.5,
+        }
+        resources = {
+            "storage": store,
+            "training_compute": AzureMLPipelineBackend(**common, service_url=v1.url, pipeline_endpoint=v1.endpoint_name),
+            "scoring_compute": AzureMLBatchEndpointBackend(**common, arm_url=v2.url, endpoint_name=v2.endpoint_name),
+            "mnist_source": MnistSource(location=str(synthetic_source)),
+            "quality": QualityGate(min_accuracy=0.8),
+        }
+        config = dg.RunConfig(ops={"mnist_model": TrainingConfig(pca_components=20, kernel_components=200)})
+        trained = dg.materialize([raw_mnist, mnist_model], resources=resources, instance=instance, run_config=config)
+        model_meta = trained.asset_materializations_for_node("mnist_model")[0].metadata
+        assert model_meta["training"].value == "fresh"
+        [run] = v1.runs.values()
+        assert model_meta["azureml_run_id"].value == run.id
+        assert float(model_meta["held_out_accuracy"].value) >= 0.8  # type: ignore[arg-type]
+        messages = [e.user_message for e in instance.all_logs(trained.run_id)]
+        # A workload log line that crossed as a Dagster Pipes message inside the step's stderr log.
+        assert any(m.startswith("loaded 600 training and 200 held-out images") for m in messages)
+
+        # The AzureML side: register and deploy the promoted model (deploy/azureml/deploy_batch.py).
+        current = store.get_json("models/mnist/current.json")
+        v2.deploy(current["model"])
+        batch = write_batch(tmp_path / "b1", n=50)
+        store.put_file("inference/b1/images.idx3-ubyte.gz", batch)
+        store.put_bytes("inference/b1/_SUCCESS", b"")
+        instance.add_dynamic_partitions(INFERENCE_BATCHES, ["b1"])
+        scored = dg.materialize([mnist_predictions], resources=resources, instance=instance, partition_key="b1")
+        meta = scored.asset_materializations_for_node("mnist_predictions")[0].metadata
+        assert meta["images"].value == 50 and meta["scoring"].value == "fresh"
+        assert meta["azureml_model"].value == "mnist:1"
+        rows = store.get_bytes("predictions/b1/predictions.csv").decode().splitlines()
+        assert rows[0] == "source_file,index,predicted_label,probability" and len(rows) == 51
+        assert v1.submissions == 1 and v2.invocations == 1
+    finally:
+        v1.stop()
+        v2.stop()
