@@ -315,3 +315,60 @@ def test_real_sdk_submits_to_the_fake(
     run_id, status, pipeline_version = sdk_submit_and_wait(fake, tmp_path, monkeypatch)
     assert status == "Finished"
     assert fake.submissions == 1 and fake.runs[run_id].pipeline_id == fake.versions[pipeline_version]
+
+
+def test_published_pipeline_interface_matches_what_the_backend_submits() -> None:
+    import argparse
+
+    from deploy.azureml.publish_pipeline import plan
+
+    published = plan(
+        argparse.Namespace(
+            subscription="s",
+            resource_group="r",
+            workspace="w",
+            endpoint="e",
+            datastore="d",
+            compute="c",
+            allow_reuse=False,
+        )
+    )
+    b = AzureMLPipelineBackend(subscription_id="s", resource_group="r", workspace_name="w")
+    assert set(b.datapath_parameters.values()) == set(published["datapath_parameters"])
+    assert set(HYPER) | {"dagster_pipes"} == set(published["parameters"])
+    assert published["allow_reuse"] is False
+
+
+def test_settings_choose_the_azureml_backends_with_secrets_as_env_vars() -> None:
+    from orchestration.settings import Settings, SettingsError
+    from resources.compute.azureml_v2 import AzureMLBatchEndpointBackend
+
+    env = {
+        "MNIST_COMPUTE": "azureml",
+        "MNIST_AZUREML_SUBSCRIPTION": "sub",
+        "MNIST_AZUREML_RESOURCE_GROUP": "rg",
+        "MNIST_AZUREML_WORKSPACE": "ws",
+        "MNIST_AZUREML_REGION": "westeurope",
+        "MNIST_AZUREML_PIPELINE_VERSION": "3",
+        "MNIST_AZUREML_BATCH_DEPLOYMENT": "green",
+        "MNIST_AZUREML_POLL_MAX": "20",
+        "AZURE_TENANT_ID": "t",
+        "AZURE_CLIENT_ID": "c",
+        "AZURE_CLIENT_SECRET": "s3cret",
+    }
+    settings = Settings.from_env(env)
+    training = settings.compute_backend("training")
+    scoring = settings.compute_backend("scoring")
+    assert isinstance(training, AzureMLPipelineBackend) and isinstance(scoring, AzureMLBatchEndpointBackend)
+    assert (training.pipeline_endpoint, training.pipeline_version, training.poll_max_seconds) == (
+        "mnist-training",
+        "3",
+        20.0,
+    )
+    assert scoring.deployment_name == "green"
+    assert isinstance(training.client_secret, dg.EnvVar), "the secret stays a reference to the variable"
+    assert "s3cret" not in repr(settings) and "s3cret" not in repr(training)
+    with pytest.raises(SettingsError, match="MNIST_AZUREML_WORKSPACE"):
+        Settings.from_env({k: v for k, v in env.items() if k != "MNIST_AZUREML_WORKSPACE"})
+    local_scoring = Settings.from_env({**env, "MNIST_SCORING_COMPUTE": "local"})
+    assert not isinstance(local_scoring.compute_backend("scoring"), AzureMLBatchEndpointBackend)

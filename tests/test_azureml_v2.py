@@ -238,7 +238,9 @@ def test_real_sdk_invokes_polls_and_cancels_on_the_fake(
 
 
 @pytest.mark.slow
-def test_assets_materialize_end_to_end_on_azureml_fakes(store: ObjectStore, synthetic_source: Path, tmp_path: Path) -> None:
+def test_assets_materialize_end_to_end_on_azureml_fakes(
+    store: ObjectStore, synthetic_source: Path, tmp_path: Path
+) -> None:
     """raw -> model (v1 PipelineEndpoint) -> predictions (v2 batch endpoint): the real workload runs in the
     fakes on the datastore (Azurite), Pipes messages come back through the step's log."""
     from assets.model import TrainingConfig, mnist_model
@@ -267,13 +269,19 @@ def test_assets_materialize_end_to_end_on_azureml_fakes(store: ObjectStore, synt
         }
         resources = {
             "storage": store,
-            "training_compute": AzureMLPipelineBackend(**common, service_url=v1.url, pipeline_endpoint=v1.endpoint_name),
-            "scoring_compute": AzureMLBatchEndpointBackend(**common, arm_url=v2.url, endpoint_name=v2.endpoint_name),
+            "training_compute": AzureMLPipelineBackend(
+                **common, service_url=v1.url, pipeline_endpoint=v1.endpoint_name
+            ),
+            "scoring_compute": AzureMLBatchEndpointBackend(
+                **common, arm_url=v2.url, endpoint_name=v2.endpoint_name
+            ),
             "mnist_source": MnistSource(location=str(synthetic_source)),
             "quality": QualityGate(min_accuracy=0.8),
         }
         config = dg.RunConfig(ops={"mnist_model": TrainingConfig(pca_components=20, kernel_components=200)})
-        trained = dg.materialize([raw_mnist, mnist_model], resources=resources, instance=instance, run_config=config)
+        trained = dg.materialize(
+            [raw_mnist, mnist_model], resources=resources, instance=instance, run_config=config
+        )
         model_meta = trained.asset_materializations_for_node("mnist_model")[0].metadata
         assert model_meta["training"].value == "fresh"
         [run] = v1.runs.values()
@@ -290,7 +298,9 @@ def test_assets_materialize_end_to_end_on_azureml_fakes(store: ObjectStore, synt
         store.put_file("inference/b1/images.idx3-ubyte.gz", batch)
         store.put_bytes("inference/b1/_SUCCESS", b"")
         instance.add_dynamic_partitions(INFERENCE_BATCHES, ["b1"])
-        scored = dg.materialize([mnist_predictions], resources=resources, instance=instance, partition_key="b1")
+        scored = dg.materialize(
+            [mnist_predictions], resources=resources, instance=instance, partition_key="b1"
+        )
         meta = scored.asset_materializations_for_node("mnist_predictions")[0].metadata
         assert meta["images"].value == 50 and meta["scoring"].value == "fresh"
         assert meta["azureml_model"].value == "mnist:1"

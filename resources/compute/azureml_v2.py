@@ -24,6 +24,7 @@ what to run otherwise: scoring with a model other than the promoted one would be
 from __future__ import annotations
 
 import contextlib
+import re
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -152,7 +153,7 @@ class AzureMLBatchEndpointBackend(AzureMLBackend):
         )
         served = str((model.get("properties") or {}).get("modelUri") or "").rstrip("/")
         wanted = self.datastore_uri(model_prefix).rstrip("/")
-        if served != wanted:
+        if _datastore_path(served) != _datastore_path(wanted):
             raise PermanentAzureError(
                 f"AzureML: deployment {deployment_name!r} of batch endpoint {self.endpoint_name!r} serves model "
                 f"{name}:{version} from {served or 'an unknown location'}, but the promoted model is {wanted}. "
@@ -324,3 +325,12 @@ class AzureMLBatchEndpointBackend(AzureMLBackend):
         if info.output_prefix:
             meta["azureml_output"] = self.datastore_uri(info.output_prefix)
         return meta
+
+
+_DATASTORE_PATH = re.compile(r"datastores/([^/]+)/paths/(.+?)/*$")
+
+
+def _datastore_path(uri: str) -> tuple[str, str] | None:
+    """(datastore, path) of an azureml:// URI, short or long (workspace-qualified) form."""
+    m = _DATASTORE_PATH.search(uri)
+    return (m.group(1), m.group(2)) if m else None

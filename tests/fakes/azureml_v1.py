@@ -493,7 +493,7 @@ class FakeAzureMLPipelines:
             for k in ("runId", "status", "parentRunId", "tags", "properties", "startTimeUtc", "endTimeUtc")
             if record.get(k) is not None
         }
-        if step and run.job.log is not None and not run.reused_from:
+        if step and run.job.log is not None and run.job.log.exists() and not run.reused_from:
             details["logFiles"] = {
                 "azureml-logs/70_driver_log.txt": f"{self.url}/logs/{run.step_id}/70_driver_log.txt?sv=2021&sig=not-a-secret"
             }
