@@ -18,7 +18,7 @@ from pydantic import PrivateAttr
 
 from resources.azure_http import AzureRest, make_credential
 
-from .base import ComputeBackend
+from .base import ComputeBackend, JobStatus
 
 
 class AzureMLBackend(ComputeBackend):
@@ -43,11 +43,12 @@ class AzureMLBackend(ComputeBackend):
     # at poll_max_seconds.
     poll_initial_seconds: float = 1.0
     poll_growth: float = 1.5
-    poll_floor_seconds: float = 2.0
-    poll_fraction: float = 0.04
+    poll_floor_seconds: float = 1.8  # under the 2 s lag target, with room for the request itself
+    poll_fraction: float = 0.045
     poll_max_seconds: float = 30.0
 
     _rest_clients: dict[str, AzureRest] = PrivateAttr(default_factory=dict)
+    _last_poll: dict[str, float] = PrivateAttr(default_factory=dict)
     _log_pipes: LogLinePipesReader | None = PrivateAttr(default=None)
 
     # ---- plumbing ---------------------------------------------------------------------------
@@ -88,6 +89,14 @@ class AzureMLBackend(ComputeBackend):
         return f"azureml://datastores/{self.datastore}/paths/{prefix.strip('/')}/"
 
     # ---- polling ------------------------------------------------------------------------------
+    def wait(self, job_id: str, seconds: float) -> JobStatus:
+        """Ask for the status `seconds` after the previous status request (not after the log reads
+        that followed it), so reading steps and logs does not add to the detection lag."""
+        last = self._last_poll.get(job_id)
+        time.sleep(seconds if last is None else max(0.0, last + seconds - time.monotonic()))
+        self._last_poll[job_id] = time.monotonic()
+        return self.status(job_id)
+
     def poll_intervals(self) -> Iterator[float]:
         """Waits between status requests, proportional to the time already waited.
 
