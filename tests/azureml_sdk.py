@@ -30,7 +30,7 @@ def sdk_submit_and_wait(
         from azureml.core.authentication import TokenAuthentication
         from azureml.data.azure_storage_datastore import AzureBlobDatastore
         from azureml.data.datapath import DataPath
-        from azureml.pipeline.core import PipelineEndpoint
+        from azureml.pipeline.core import PipelineEndpoint, PublishedPipeline
 
         auth = TokenAuthentication(lambda audience: TOKEN, cloud="AzureCloud")
         ws = Workspace(
@@ -61,6 +61,17 @@ def sdk_submit_and_wait(
             status = run.get_status()
         steps = list(run.get_steps())
         assert [s.name for s in steps] == ["train"] and not steps[0]._is_reused
+        # The published pipeline behind the default version, submitted directly.
+        published = PublishedPipeline.get(ws, id=fake.versions[str(endpoint.default_version)])
+        direct: Any = published.submit(
+            ws,
+            "sdk-tests",
+            pipeline_parameters={
+                "raw_data": DataPath(datastore, "raw/mnist/r1"),
+                "model_output": DataPath(datastore, "models/mnist/sdk2"),
+            },
+        )
+        assert direct.get_status() in ("NotStarted", "Running", "Finished")
         return str(run.id), str(status), str(endpoint.default_version)
     finally:
         os.environ.clear()

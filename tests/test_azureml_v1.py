@@ -314,7 +314,8 @@ def test_real_sdk_submits_to_the_fake(
 
     run_id, status, pipeline_version = sdk_submit_and_wait(fake, tmp_path, monkeypatch)
     assert status == "Finished"
-    assert fake.submissions == 1 and fake.runs[run_id].pipeline_id == fake.versions[pipeline_version]
+    assert fake.runs[run_id].pipeline_id == fake.versions[pipeline_version]
+    assert fake.submissions == 2  # one through the endpoint, one to the published pipeline directly
 
 
 def test_published_pipeline_interface_matches_what_the_backend_submits() -> None:

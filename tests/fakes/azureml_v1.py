@@ -174,6 +174,7 @@ class FakeAzureMLPipelines:
         r("GET", r"/logs/(?P<run>[^/]+)/(?P<name>.+)", "log_file", self._log_file, auth=False)
         r("GET", r"/discovery", "discovery", self._discovery, auth=False)
         r("GET", P + r"/DataTypes", "data_types", self._data_types)
+        r("GET", P + r"/Pipelines/(?P<pid>[^/]+)", "published_pipeline", self._published_pipeline)
 
     def _check_workspace(self, req: Request) -> Reply | None:
         g = req.match.groupdict()
@@ -501,6 +502,31 @@ class FakeAzureMLPipelines:
             details["error"] = record["error"]
         specs.validate(specs.RUN_HISTORY, "RunDetails", details)
         return Reply(200, details)
+
+    def _published_pipeline(self, req: Request) -> Reply:
+        """A PipelineEntity (the published pipeline behind an endpoint version)."""
+        if (bad := self._check_workspace(req)) is not None:
+            return bad
+        pid = req.match["pid"]
+        if pid not in self.pipelines:
+            return _error(404, "EntityNotFound", f"published pipeline {pid} not found")
+        version = next(v for v, p in self.versions.items() if p == pid)
+        return Reply(
+            200,
+            {
+                "Id": pid,
+                "Name": f"{self.endpoint_name}-pipeline",
+                "Description": "MNIST training",
+                "Version": version,
+                "GraphId": str(uuid.uuid5(uuid.NAMESPACE_URL, pid)),
+                "TotalRunSteps": 1,
+                "ParameterAssignments": self.pipelines[pid]["parameters"],
+                "Url": f"{self.url}/pipelines/v1.0/subscriptions/{self.subscription}/resourceGroups/{self.resource_group}/providers/Microsoft.MachineLearningServices/workspaces/{self.workspace}/PipelineRuns/PipelineSubmit/{pid}",
+                "EntityStatus": "Active",
+                "ContinueRunOnStepFailure": False,
+                "Properties": {},
+            },
+        )
 
     def _data_types(self, req: Request) -> Reply:
         """The built-in data types every workspace has (the SDK checks them before anything else)."""
