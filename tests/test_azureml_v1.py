@@ -138,10 +138,14 @@ def test_pinned_version_and_unknown_version(fake: FakeAzureMLPipelines, store: O
     fake.publish()  # version 1 becomes the default
     assert materialize(backend(fake, pipeline_version="0"), store).success
     assert next(iter(fake.runs.values())).pipeline_id == fake.versions["0"]
+    by_id = materialize(backend(fake, pipeline_endpoint=None, pipeline_endpoint_id=fake.endpoint_id), store)
+    assert by_id.success and list(fake.runs.values())[-1].pipeline_id == fake.versions["1"], (
+        "the default version"
+    )
     bad = materialize(backend(fake, pipeline_version="7"), store)
     assert not bad.success
     assert "has no version '7'; it has 0, 1 (default 1)" in error_text(bad)
-    assert fake.submissions == 1
+    assert fake.submissions == 2
 
 
 def test_permanent_errors_fail_at_once_with_what_to_fix(
