@@ -111,6 +111,8 @@ def mnist_model(
         }
         if result.job_url:
             job_meta["compute_job_url"] = dg.MetadataValue.url(result.job_url)
+        # The backend may know better, e.g. an AzureML step reused by allow_reuse is not fresh training.
+        job_meta.update(result.metadata)
     metrics = storage.get_json(metrics_name)
 
     accuracy = float(metrics["held_out_accuracy"])

@@ -1,3 +1,5 @@
+from typing import Any
+
 import dagster as dg
 
 from resources.compute import ComputeBackend, WorkloadRequest, idempotency_key
@@ -67,12 +69,16 @@ def mnist_predictions(
     result = scoring_compute.run(context, request, storage)
     storage.put_json(stamp, {"version": version, "model": model["version"]})
     return _result(
-        storage, out, model["version"], version, {"scoring": "fresh", "compute_job": result.job_id}
+        storage,
+        out,
+        model["version"],
+        version,
+        {"scoring": "fresh", "compute_job": result.job_id, **result.metadata},
     )
 
 
 def _result(
-    storage: ObjectStore, out: str, model_version: str, version: str, extra: dict[str, str]
+    storage: ObjectStore, out: str, model_version: str, version: str, extra: dict[str, Any]
 ) -> dg.MaterializeResult:
     summary = storage.get_json(f"{out}/summary.json")
     counts = [int(summary["label_counts"][str(d)]) for d in range(10)]

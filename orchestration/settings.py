@@ -66,13 +66,55 @@ KNOWN: dict[str, str] = {
     "MNIST_GATEWAY_UPSTREAM_TIMEOUT": "gateway: seconds to wait for the webserver (default 120)",
     "MNIST_GATEWAY_MAX_LAUNCHES": "gateway: launches forwarded to the webserver at once (default 2)",
     # --- end gateway ---
+    # ---- AzureML compute (MNIST_*_COMPUTE=azureml) ----
+    "MNIST_AZUREML_SUBSCRIPTION": "AzureML: subscription id of the workspace",
+    "MNIST_AZUREML_RESOURCE_GROUP": "AzureML: resource group of the workspace",
+    "MNIST_AZUREML_WORKSPACE": "AzureML: workspace name",
+    "MNIST_AZUREML_REGION": "AzureML: workspace region, e.g. westeurope (v1 service https://<region>.api.azureml.ms)",
+    "MNIST_AZUREML_SERVICE_URL": "AzureML: v1 pipelines/run-history base URL instead of the regional one",
+    "MNIST_AZUREML_ARM_URL": "AzureML: Azure Resource Manager URL for v2 batch endpoints (default https://management.azure.com)",
+    "MNIST_AZUREML_DATASTORE": "AzureML: datastore registered on the project's Blob container (default workspaceblobstore)",
+    "MNIST_AZUREML_PIPELINE_ENDPOINT": "AzureML v1: training PipelineEndpoint name (default mnist-training)",
+    "MNIST_AZUREML_PIPELINE_ENDPOINT_ID": "AzureML v1: training PipelineEndpoint id (instead of its name)",
+    "MNIST_AZUREML_PIPELINE_VERSION": "AzureML v1: pin a pipeline version (default: the endpoint's default version)",
+    "MNIST_AZUREML_TRAINING_EXPERIMENT": "AzureML v1: experiment of training runs (default mnist-training)",
+    "MNIST_AZUREML_PIPES": "AzureML v1: 'true' (default) passes the Dagster Pipes bootstrap as a pipeline parameter; 'false' lets allow_reuse work",
+    "MNIST_AZUREML_BATCH_ENDPOINT": "AzureML v2: scoring batch endpoint name (default mnist-batch)",
+    "MNIST_AZUREML_BATCH_DEPLOYMENT": "AzureML v2: deployment to invoke (default: the endpoint's default deployment)",
+    "MNIST_AZUREML_SCORING_EXPERIMENT": "AzureML v2: experiment of scoring jobs (default mnist-scoring)",
+    "MNIST_AZUREML_POLL_INITIAL": "AzureML: first status poll after this many seconds (default 1)",
+    "MNIST_AZUREML_POLL_MAX": "AzureML: longest wait between status polls in seconds (default 30)",
+    "AZURE_TENANT_ID": "service principal tenant (with AZURE_CLIENT_SECRET); else DefaultAzureCredential",
+    "AZURE_CLIENT_ID": "service principal (or user-assigned managed identity) client id",
+    "AZURE_CLIENT_SECRET": "secret: service principal secret; without it, DefaultAzureCredential (managed identity, az login)",
 }
+# AzureML settings by variable (values are plain configuration; the secret stays an EnvVar).
+AZUREML_VARS = {
+    "subscription_id": "MNIST_AZUREML_SUBSCRIPTION",
+    "resource_group": "MNIST_AZUREML_RESOURCE_GROUP",
+    "workspace_name": "MNIST_AZUREML_WORKSPACE",
+    "region": "MNIST_AZUREML_REGION",
+    "service_url": "MNIST_AZUREML_SERVICE_URL",
+    "arm_url": "MNIST_AZUREML_ARM_URL",
+    "datastore": "MNIST_AZUREML_DATASTORE",
+    "pipeline_endpoint": "MNIST_AZUREML_PIPELINE_ENDPOINT",
+    "pipeline_endpoint_id": "MNIST_AZUREML_PIPELINE_ENDPOINT_ID",
+    "pipeline_version": "MNIST_AZUREML_PIPELINE_VERSION",
+    "training_experiment": "MNIST_AZUREML_TRAINING_EXPERIMENT",
+    "pipes": "MNIST_AZUREML_PIPES",
+    "batch_endpoint": "MNIST_AZUREML_BATCH_ENDPOINT",
+    "batch_deployment": "MNIST_AZUREML_BATCH_DEPLOYMENT",
+    "scoring_experiment": "MNIST_AZUREML_SCORING_EXPERIMENT",
+    "poll_initial": "MNIST_AZUREML_POLL_INITIAL",
+    "poll_max": "MNIST_AZUREML_POLL_MAX",
+}
+AZURE_IDENTITY = ("AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET")
 SECRETS = ("AZURE_STORAGE_CONNECTION_STRING", "AZURE_STORAGE_KEY", "AZURE_STORAGE_SAS_TOKEN")
 
 
 # Where workload tasks can run. Remote backends add their name here and a case in `compute_backend`.
-ComputeChoice = Literal["local"]
-COMPUTE_CHOICES: tuple[str, ...] = ("local",)
+ComputeChoice = Literal["local", "azureml"]
+COMPUTE_CHOICES: tuple[str, ...] = ("local", "azureml")
 ComputeRole = Literal["training", "scoring"]
 
 
@@ -104,6 +146,10 @@ class Settings:
     inference_queue: str = "inference-events"
     training_queue: str = "training-events"
     azure_queue_url: str | None = None
+    # AzureML compute: the MNIST_AZUREML_* values that are set (see AZUREML_VARS), and which of the
+    # AZURE_TENANT_ID / AZURE_CLIENT_ID / AZURE_CLIENT_SECRET variables are set (names only).
+    azureml: tuple[tuple[str, str], ...] = ()
+    azure_identity: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -174,6 +220,8 @@ class Settings:
                 values[key] = raw
         if queue_url := env.get("AZURE_STORAGE_QUEUE_URL"):
             values["azure_queue_url"] = queue_url
+        values["azureml"] = tuple((field, env[var]) for field, var in AZUREML_VARS.items() if env.get(var))
+        values["azure_identity"] = tuple(v for v in AZURE_IDENTITY if env.get(v))
         settings = cls(**values)
         if settings.storage == "azure_blob" and not (
             settings.azure_account_url or "AZURE_STORAGE_CONNECTION_STRING" in settings.azure_secrets
@@ -182,6 +230,7 @@ class Settings:
                 "MNIST_STORAGE=azure_blob needs AZURE_STORAGE_ACCOUNT_URL (with a key, a SAS token or an Azure "
                 "identity) or AZURE_STORAGE_CONNECTION_STRING"
             )
+        settings._check_azureml()
         if settings.sensor_mode == "events" and settings.storage != "azure_blob":
             raise SettingsError(
                 "MNIST_SENSOR_MODE=events needs MNIST_STORAGE=azure_blob: blob events come from Azure Storage via "
@@ -201,10 +250,82 @@ class Settings:
         """The backend that runs one role's workload tasks (`training` or `scoring`)."""
         choice = {"training": self.training_compute, "scoring": self.scoring_compute}[role] or self.compute
         match choice:
+            case "azureml":
+                return self._azureml_backend(role)
             case "local":
                 return LocalProcessBackend(work_dir=str(self.work_dir))
             case _:
                 raise SettingsError(f"no compute backend named {choice!r}")
+
+    # ---- AzureML compute -------------------------------------------------------------------------
+    def _uses_azureml(self) -> list[ComputeRole]:
+        roles: list[ComputeRole] = ["training", "scoring"]
+        return [
+            r
+            for r in roles
+            if ({"training": self.training_compute, "scoring": self.scoring_compute}[r] or self.compute)
+            == "azureml"
+        ]
+
+    def _check_azureml(self) -> None:
+        roles = self._uses_azureml()
+        if not roles:
+            return
+        values = dict(self.azureml)
+        needed = ["subscription_id", "resource_group", "workspace_name"]
+        if "training" in roles and not (values.get("region") or values.get("service_url")):
+            needed.append("region")
+        missing = [AZUREML_VARS[k] for k in needed if not values.get(k)]
+        if missing:
+            raise SettingsError(f"AzureML compute ({', '.join(roles)}) needs {', '.join(missing)}")
+        pipes = values.get("pipes", "true").lower()
+        if pipes not in ("true", "false"):
+            raise SettingsError(f"MNIST_AZUREML_PIPES: expected true or false, found {values['pipes']!r}")
+        for key in ("poll_initial", "poll_max"):
+            if key in values:
+                _positive(AZUREML_VARS[key], values[key], float)
+
+    def _azureml_backend(self, role: ComputeRole) -> ComputeBackend:
+        from resources.compute.azureml_v1 import AzureMLPipelineBackend
+        from resources.compute.azureml_v2 import AzureMLBatchEndpointBackend
+
+        v = dict(self.azureml)
+        identity = {
+            field: dg.EnvVar(var)
+            for field, var in zip(("tenant_id", "client_id", "client_secret"), AZURE_IDENTITY, strict=True)
+            if var in self.azure_identity
+        }
+        common: dict[str, Any] = {
+            "subscription_id": v["subscription_id"],
+            "resource_group": v["resource_group"],
+            "workspace_name": v["workspace_name"],
+            "datastore": v.get("datastore", "workspaceblobstore"),
+            **identity,
+        }
+        if "poll_initial" in v:
+            common["poll_initial_seconds"] = float(v["poll_initial"])
+        if "poll_max" in v:
+            common["poll_max_seconds"] = float(v["poll_max"])
+        if role == "training":
+            return AzureMLPipelineBackend(
+                **common,
+                region=v.get("region"),
+                service_url=v.get("service_url"),
+                pipeline_endpoint=None
+                if "pipeline_endpoint_id" in v
+                else v.get("pipeline_endpoint", "mnist-training"),
+                pipeline_endpoint_id=v.get("pipeline_endpoint_id"),
+                pipeline_version=v.get("pipeline_version"),
+                experiment_name=v.get("training_experiment", "mnist-training"),
+                pipes=v.get("pipes", "true").lower() == "true",
+            )
+        return AzureMLBatchEndpointBackend(
+            **common,
+            arm_url=v.get("arm_url", "https://management.azure.com"),
+            endpoint_name=v.get("batch_endpoint", "mnist-batch"),
+            deployment_name=v.get("batch_deployment"),
+            experiment_name=v.get("scoring_experiment", "mnist-scoring"),
+        )
 
     def event_queue(self, queue: str) -> BlobEventQueue:
         return BlobEventQueue(queue=queue, account_url=self.azure_queue_url, **self._azure_credentials())

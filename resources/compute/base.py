@@ -84,6 +84,8 @@ class WorkloadResult:
     reattached: bool
     seconds: float
     job_url: str | None = None
+    # What the backend knows about the remote job (run id, portal link, reused steps...), for asset metadata.
+    metadata: Mapping[str, Any] = field(default_factory=dict)
 
 
 class WorkloadFailed(Exception):
@@ -143,6 +145,10 @@ class ComputeBackend(dg.ConfigurableResource, ABC):
 
     def job_url(self, job_id: str) -> str | None:
         return None
+
+    def result_metadata(self, job_id: str) -> Mapping[str, Any]:
+        """Facts about a finished job for the asset's metadata (values: str, int, float, bool)."""
+        return {}
 
     def wait(self, job_id: str, seconds: float) -> JobStatus:
         """Wait up to `seconds` (less if the job ends sooner) and return its status."""
@@ -205,7 +211,13 @@ class ComputeBackend(dg.ConfigurableResource, ABC):
         if status.state is not JobState.SUCCEEDED:
             raise WorkloadFailed(job_id, status.state, status.message)
         self.collect_outputs(job_id, request, store)
-        return WorkloadResult(job_id, reattached, time.monotonic() - started, self.job_url(job_id))
+        return WorkloadResult(
+            job_id,
+            reattached,
+            time.monotonic() - started,
+            self.job_url(job_id),
+            self.result_metadata(job_id),
+        )
 
     def _follow(self, context: dg.AssetExecutionContext, job_id: str) -> JobStatus:
         for interval in self.poll_intervals():

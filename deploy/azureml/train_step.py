@@ -1,0 +1,57 @@
+"""The AzureML v1 pipeline step that trains: DataPath mounts in, the workload's `train` task, model out.
+
+AzureML runs `python deploy/azureml/train_step.py --raw-data <mounted raw folder> --model-output
+<mounted model folder> --hyperparameter NAME VALUE ... --dagster-pipes <JSON or empty>` from the
+project snapshot. When started by Dagster, `--dagster-pipes` carries the Pipes bootstrap variables:
+the workload then reports logs and metrics through Pipes messages on stderr, which AzureML keeps in
+the step's log and the Dagster backend reads back. Pure stdlib + the workload: no Dagster needed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the snapshot root holds `workload`
+
+
+def _number(text: str) -> int | float | str:
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            continue
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="train_step")
+    parser.add_argument("--raw-data", required=True)
+    parser.add_argument("--model-output", required=True)
+    parser.add_argument("--hyperparameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
+    parser.add_argument("--dagster-pipes", default="")
+    args = parser.parse_args(argv)
+    if args.dagster_pipes.strip():
+        os.environ.update({str(k): str(v) for k, v in json.loads(args.dagster_pipes).items()})
+    params = {name: _number(value) for name, value in args.hyperparameter}
+    Path(args.model_output).mkdir(parents=True, exist_ok=True)
+    from workload.__main__ import main as workload_main
+
+    return workload_main(
+        [
+            "train",
+            "--input",
+            f"raw={args.raw_data}",
+            "--output",
+            f"model={args.model_output}",
+            "--params",
+            json.dumps(params, sort_keys=True),
+        ]
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
