@@ -18,6 +18,7 @@ import dagster as dg
 from orchestration.batches import BatchRules
 from orchestration.sensors import SensorSettings
 from resources.compute import ComputeBackend, LocalProcessBackend
+from resources.compute.azure_batch import POOL_MODES, AzureBatchBackend
 from resources.events import BlobEventQueue
 from resources.mnist_source import CANONICAL_URL, MnistSource
 from resources.quality import QualityGate
@@ -29,7 +30,7 @@ PREFIX = "MNIST_"
 KNOWN: dict[str, str] = {
     "MNIST_STORAGE": "where data lives: 'local' (default, a directory) or 'azure_blob'",
     "MNIST_DATA_DIR": "root directory of local storage (default ./data/storage)",
-    "MNIST_COMPUTE": "where workload tasks run: 'local' (default, a subprocess)",
+    "MNIST_COMPUTE": "where workload tasks run: 'local' (default, a subprocess) or 'azure_batch'",
     "MNIST_TRAINING_COMPUTE": "where training runs, overriding MNIST_COMPUTE for training",
     "MNIST_SCORING_COMPUTE": "where scoring runs, overriding MNIST_COMPUTE for scoring",
     "MNIST_WORK_DIR": "scratch directory of the local compute backend (default ./data/compute)",
@@ -49,13 +50,26 @@ KNOWN: dict[str, str] = {
     "AZURE_STORAGE_CONNECTION_STRING": "secret: connection string (instead of account URL + credential)",
     "AZURE_STORAGE_KEY": "secret: account key",
     "AZURE_STORAGE_SAS_TOKEN": "secret: SAS token",
+    # ---- Azure Batch compute (MNIST_COMPUTE=azure_batch); needs MNIST_STORAGE=azure_blob ----
+    "AZURE_BATCH_ACCOUNT_URL": "azure_batch: https://<account>.<region>.batch.azure.com",
+    "AZURE_BATCH_ACCOUNT_NAME": "azure_batch: account name (for the shared key; default: from the URL)",
+    "AZURE_BATCH_ACCOUNT_KEY": "secret: Batch shared key (without it: Entra ID via DefaultAzureCredential)",
+    "MNIST_AZBATCH_POOL_ID": "azure_batch: pool id prefix (default mnist-workload; a spec hash is appended)",
+    "MNIST_AZBATCH_VM_SIZE": "azure_batch: node VM size (default standard_d2s_v3)",
+    "MNIST_AZBATCH_IMAGE": "azure_batch: node image 'publisher:offer:sku' (default canonical:ubuntu-24_04-lts:server)",
+    "MNIST_AZBATCH_NODE_AGENT_SKU": "azure_batch: node agent SKU id (default 'batch.node.ubuntu 24.04')",
+    "MNIST_AZBATCH_NODE_COUNT": "azure_batch: dedicated nodes of a fixed-size pool (default 1)",
+    "MNIST_AZBATCH_AUTOSCALE_FORMULA": "azure_batch: autoscale formula (instead of a fixed node count)",
+    "MNIST_AZBATCH_POOL_MODE": "azure_batch: persistent | scale_to_zero (default) | ephemeral (auto pool per job)",
+    "MNIST_AZBATCH_JOB_RETENTION_HOURS": "azure_batch: completed jobs older than this are deleted (default 24)",
 }
 SECRETS = ("AZURE_STORAGE_CONNECTION_STRING", "AZURE_STORAGE_KEY", "AZURE_STORAGE_SAS_TOKEN")
+BATCH_SECRETS = ("AZURE_BATCH_ACCOUNT_KEY",)
 
 
 # Where workload tasks can run. Remote backends add their name here and a case in `compute_backend`.
-ComputeChoice = Literal["local"]
-COMPUTE_CHOICES: tuple[str, ...] = ("local",)
+ComputeChoice = Literal["local", "azure_batch"]
+COMPUTE_CHOICES: tuple[str, ...] = ("local", "azure_batch")
 ComputeRole = Literal["training", "scoring"]
 
 
@@ -86,6 +100,8 @@ class Settings:
     inference_queue: str = "inference-events"
     training_queue: str = "training-events"
     azure_queue_url: str | None = None
+    # Azure Batch compute: the settings that are set (MNIST_AZBATCH_* / AZURE_BATCH_*), checked in from_env.
+    azure_batch: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -154,7 +170,14 @@ class Settings:
                 values[key] = raw
         if queue_url := env.get("AZURE_STORAGE_QUEUE_URL"):
             values["azure_queue_url"] = queue_url
+        values["azure_batch"] = tuple(
+            (k, env[k])
+            for k in KNOWN
+            if k.startswith(("MNIST_AZBATCH_", "AZURE_BATCH_")) and env.get(k) and k not in BATCH_SECRETS
+        ) + tuple((k, "<set>") for k in BATCH_SECRETS if env.get(k))
         settings = cls(**values)
+        if "azure_batch" in (settings.compute, settings.training_compute, settings.scoring_compute):
+            settings.azure_batch_backend()  # fail at load time on a bad or missing Batch setting
         if settings.storage == "azure_blob" and not (
             settings.azure_account_url or "AZURE_STORAGE_CONNECTION_STRING" in settings.azure_secrets
         ):
@@ -183,6 +206,48 @@ class Settings:
         match choice:
             case "local":
                 return LocalProcessBackend(work_dir=str(self.work_dir))
+            case "azure_batch":
+                return self.azure_batch_backend()
+        raise SettingsError(f"unknown compute {choice!r}; expected one of {', '.join(COMPUTE_CHOICES)}")
+
+    def azure_batch_backend(self) -> AzureBatchBackend:
+        """Azure Batch compute, configured from the MNIST_AZBATCH_* / AZURE_BATCH_* settings."""
+        batch = dict(self.azure_batch)
+        if self.storage != "azure_blob":
+            raise SettingsError(
+                "azure_batch compute needs MNIST_STORAGE=azure_blob: Batch nodes read inputs from and write "
+                "outputs to Azure Blob"
+            )
+        if not batch.get("AZURE_BATCH_ACCOUNT_URL"):
+            raise SettingsError(
+                "azure_batch compute needs AZURE_BATCH_ACCOUNT_URL (https://<account>.<region>.batch.azure.com)"
+            )
+        fields: dict[str, Any] = {"account_url": batch["AZURE_BATCH_ACCOUNT_URL"]}
+        if "AZURE_BATCH_ACCOUNT_KEY" in batch:
+            fields["account_key"] = dg.EnvVar("AZURE_BATCH_ACCOUNT_KEY")
+        for var, key in (
+            ("AZURE_BATCH_ACCOUNT_NAME", "account_name"),
+            ("MNIST_AZBATCH_POOL_ID", "pool_id"),
+            ("MNIST_AZBATCH_VM_SIZE", "vm_size"),
+            ("MNIST_AZBATCH_NODE_AGENT_SKU", "node_agent_sku_id"),
+            ("MNIST_AZBATCH_AUTOSCALE_FORMULA", "autoscale_formula"),
+        ):
+            if var in batch:
+                fields[key] = batch[var]
+        if image := batch.get("MNIST_AZBATCH_IMAGE"):
+            parts = image.split(":")
+            if len(parts) != 3 or not all(parts):
+                raise SettingsError(
+                    f"MNIST_AZBATCH_IMAGE: expected 'publisher:offer:sku' (e.g. canonical:ubuntu-24_04-lts:server), found {image!r}"
+                )
+            fields["image_publisher"], fields["image_offer"], fields["image_sku"] = parts
+        if mode := batch.get("MNIST_AZBATCH_POOL_MODE"):
+            fields["pool_mode"] = _choice("MNIST_AZBATCH_POOL_MODE", mode, POOL_MODES)
+        if count := batch.get("MNIST_AZBATCH_NODE_COUNT"):
+            fields["node_count"] = _positive("MNIST_AZBATCH_NODE_COUNT", count, int)
+        if hours := batch.get("MNIST_AZBATCH_JOB_RETENTION_HOURS"):
+            fields["job_retention_hours"] = _positive("MNIST_AZBATCH_JOB_RETENTION_HOURS", hours, float)
+        return AzureBatchBackend(**fields)
 
     def event_queue(self, queue: str) -> BlobEventQueue:
         return BlobEventQueue(queue=queue, account_url=self.azure_queue_url, **self._azure_credentials())

@@ -4,7 +4,6 @@ The fake checks shared-key signatures and request bodies against the official sp
 task's command locally with its resource files downloaded from Azurite and its output files uploaded back.
 """
 
-
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,10 +35,14 @@ def fake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BatchFake]:
 
 @pytest.fixture
 def store(azurite: dict[str, str]) -> AzureBlobObjectStore:
-    return AzureBlobObjectStore(container=f"b{uuid.uuid4().hex[:16]}", connection_string=azurite["connection_string"])
+    return AzureBlobObjectStore(
+        container=f"b{uuid.uuid4().hex[:16]}", connection_string=azurite["connection_string"]
+    )
 
 
-def make_backend(fake: BatchFake, cls: type[AzureBatchBackend] = AzureBatchBackend, **overrides: Any) -> AzureBatchBackend:
+def make_backend(
+    fake: BatchFake, cls: type[AzureBatchBackend] = AzureBatchBackend, **overrides: Any
+) -> AzureBatchBackend:
     settings: dict[str, Any] = {
         "account_url": fake.url,
         "account_name": fake.account_name,
@@ -170,7 +173,9 @@ def test_task_failure_surfaces_stderr_and_publishes_nothing(
     assert not store.exists("results/x/result.txt")
 
 
-def test_cancel_terminates_the_batch_job(fake: BatchFake, store: AzureBlobObjectStore, tmp_path: Path) -> None:
+def test_cancel_terminates_the_batch_job(
+    fake: BatchFake, store: AzureBlobObjectStore, tmp_path: Path
+) -> None:
     ledger = tmp_path / "ledger"
     backend = make_backend(fake, InterruptedBackend)
     with pytest.raises(DagsterExecutionInterruptedError):
@@ -190,10 +195,14 @@ def test_cancel_terminates_the_batch_job(fake: BatchFake, store: AzureBlobObject
     assert pool.target == 0, "a cancelled run leaves no node billing in scale-to-zero mode"
 
 
-def test_retried_step_reattaches_to_its_task(fake: BatchFake, store: AzureBlobObjectStore, tmp_path: Path) -> None:
+def test_retried_step_reattaches_to_its_task(
+    fake: BatchFake, store: AzureBlobObjectStore, tmp_path: Path
+) -> None:
     ledger = tmp_path / "ledger"
     CRASHES.clear()
-    result = run(make_backend(fake, CrashOnceBackend), store, {"ledger": str(ledger), "seconds": 0.5}, retries=1)
+    result = run(
+        make_backend(fake, CrashOnceBackend), store, {"ledger": str(ledger), "seconds": 0.5}, retries=1
+    )
     assert result.success, failure_text(result)
     assert launches(ledger) == 1, "the retried step must reattach, not launch a second task"
     mat = result.asset_materializations_for_node("remote_thing")[0]
@@ -206,9 +215,24 @@ def test_retried_step_reattaches_to_its_task(fake: BatchFake, store: AzureBlobOb
 # the service acted (the retry must not create a second job or task), reads get throttled, reset or time
 # out. Each run carries several faults on different operations, to keep the suite short.
 FAULT_RUNS = [
-    [("Pools_GetPool", "503"), ("Jobs_CreateJob", "reset_after"), ("Tasks_GetTask", "slow"), ("Tasks_GetTaskFile", "500")],
-    [("Pools_CreatePool", "reset_after"), ("Tasks_CreateTask", "reset_after"), ("Jobs_ListJobs", "429"), ("Tasks_ListTaskFiles", "reset")],
-    [("Jobs_GetJob", "reset"), ("Tasks_CreateTask", "slow"), ("Tasks_GetTask", "503"), ("Pools_ResizePool", "500")],
+    [
+        ("Pools_GetPool", "503"),
+        ("Jobs_CreateJob", "reset_after"),
+        ("Tasks_GetTask", "slow"),
+        ("Tasks_GetTaskFile", "500"),
+    ],
+    [
+        ("Pools_CreatePool", "reset_after"),
+        ("Tasks_CreateTask", "reset_after"),
+        ("Jobs_ListJobs", "429"),
+        ("Tasks_ListTaskFiles", "reset"),
+    ],
+    [
+        ("Jobs_GetJob", "reset"),
+        ("Tasks_CreateTask", "slow"),
+        ("Tasks_GetTask", "503"),
+        ("Pools_ResizePool", "500"),
+    ],
 ]
 
 
@@ -243,9 +267,9 @@ def test_bad_key_fails_at_once_with_what_to_fix_and_no_secret(fake: BatchFake) -
 
 
 def test_fake_rejects_a_body_the_spec_does_not_allow(fake: BatchFake) -> None:
-    from azure.batch import models
+    from azure.batch import models  # noqa: TID251 (lazy: only when Batch is used)
 
     backend = make_backend(fake)
     body = {"id": "bad", "vmSize": "standard_d2s_v3", "targetDedicatedNodez": 1}
-    with pytest.raises(AzureBatchError, match="InvalidRequestBody.*targetDedicatedNodez"):
+    with pytest.raises(AzureBatchError, match=r"InvalidRequestBody.*targetDedicatedNodez"):
         backend.calls().call("create_pool", backend.client.create_pool, models.BatchPoolCreateOptions(body))

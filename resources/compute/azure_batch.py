@@ -117,7 +117,7 @@ class AzureBatchBackend(ComputeBackend):
     # ---- clients --------------------------------------------------------------------------------
     def calls(self) -> BatchCalls:
         if self._calls is None:
-            from azure.batch import BatchClient
+            from azure.batch import BatchClient  # noqa: TID251 (lazy: only when Batch is used)
 
             credential: Any
             if self.account_key:
@@ -174,7 +174,9 @@ class AzureBatchBackend(ComputeBackend):
     def base_job_id(request: WorkloadRequest) -> str:
         job_id = f"mnist-{request.task}-{request.key_digest}"
         if not _ID_OK.match(job_id):
-            raise AzureBatchError(f"task name {request.task!r} does not make a valid Batch job id ({job_id!r})")
+            raise AzureBatchError(
+                f"task name {request.task!r} does not make a valid Batch job id ({job_id!r})"
+            )
         return job_id
 
     @staticmethod
@@ -220,7 +222,7 @@ class AzureBatchBackend(ComputeBackend):
         job_id = self._fresh_job_id(request)
         self.create_job(job_id, request)
         task = self._task_body(request, job_id, code_hash, data_sas, env, blob)
-        from azure.batch import models
+        from azure.batch import models  # noqa: TID251 (lazy: only when Batch is used)
 
         # TaskExists: an earlier attempt of this very call created it and its response was lost.
         self.calls().call(
@@ -246,7 +248,7 @@ class AzureBatchBackend(ComputeBackend):
         raise AzureBatchError(f"49 jobs already exist for {request.idempotency_key}; delete some of them")
 
     def create_job(self, job_id: str, request: WorkloadRequest) -> None:
-        from azure.batch import models
+        from azure.batch import models  # noqa: TID251 (lazy: only when Batch is used)
 
         body: dict[str, Any] = {
             "id": job_id,
@@ -272,8 +274,13 @@ class AzureBatchBackend(ComputeBackend):
             if job is not None and job.state == "active":
                 # Submission was interrupted between creating the job and its task: not reattachable,
                 # and the next submit creates the task in this job.
-                return JobStatus(JobState.FAILED, f"job {job_id} has no task (its submission was interrupted)")
-            if job is not None and (job.execution_info and job.execution_info.termination_reason) == CANCEL_REASON:
+                return JobStatus(
+                    JobState.FAILED, f"job {job_id} has no task (its submission was interrupted)"
+                )
+            if (
+                job is not None
+                and (job.execution_info and job.execution_info.termination_reason) == CANCEL_REASON
+            ):
                 return JobStatus(JobState.CANCELED, "cancelled from Dagster")
             return JobStatus(
                 JobState.FAILED,
@@ -456,7 +463,9 @@ class AzureBatchBackend(ComputeBackend):
         if not path.exists():
             path = PROJECT_ROOT / "workload" / "requirements.txt"
         return [
-            ln.strip() for ln in path.read_text().splitlines() if ln.strip() and not ln.strip().startswith("#")
+            ln.strip()
+            for ln in path.read_text().splitlines()
+            if ln.strip() and not ln.strip().startswith("#")
         ]
 
     def _task_body(
@@ -470,12 +479,18 @@ class AzureBatchBackend(ComputeBackend):
     ) -> dict[str, Any]:
         container_url, _, sas = data_sas.partition("?")
         resource_files: list[dict[str, Any]] = [
-            {"storageContainerUrl": data_sas, "blobPrefix": f"{WORKLOAD_PREFIX}/{code_hash}/", "filePath": "code"}
+            {
+                "storageContainerUrl": data_sas,
+                "blobPrefix": f"{WORKLOAD_PREFIX}/{code_hash}/",
+                "filePath": "code",
+            }
         ]
         args: list[str] = [self.python, "-m", self._module(), request.task]
         for name, prefix in request.inputs.items():
             folder = prefix.rstrip("/") + "/"
-            resource_files.append({"storageContainerUrl": data_sas, "blobPrefix": folder, "filePath": f"in/{name}"})
+            resource_files.append(
+                {"storageContainerUrl": data_sas, "blobPrefix": folder, "filePath": f"in/{name}"}
+            )
             # Batch keeps the blob path under filePath: in/<name>/<prefix>/...
             args += ["--input", f"{name}=in/{name}/{folder.rstrip('/')}"]
         output_files: list[dict[str, Any]] = []
@@ -496,7 +511,10 @@ class AzureBatchBackend(ComputeBackend):
                 {
                     "filePattern": f"../{stream}.txt",
                     "destination": {
-                        "container": {"containerUrl": data_sas, "path": f"{STAGING}/{job_id}/logs/{stream}.txt"}
+                        "container": {
+                            "containerUrl": data_sas,
+                            "path": f"{STAGING}/{job_id}/logs/{stream}.txt",
+                        }
                     },
                     "uploadOptions": {"uploadCondition": "taskcompletion"},
                 }
@@ -515,7 +533,10 @@ class AzureBatchBackend(ComputeBackend):
         environment = [
             *({"name": k, "value": v} for k, v in env.items()),
             # How the workload reaches the Pipes blobs (see workload/report.py); the SAS is container-scoped.
-            {"name": "WORKLOAD_PIPES_BLOB_URL", "value": f"{pipes_url}?{pipes_sas}" if pipes_sas else pipes_url},
+            {
+                "name": "WORKLOAD_PIPES_BLOB_URL",
+                "value": f"{pipes_url}?{pipes_sas}" if pipes_sas else pipes_url,
+            },
             {"name": "WORKLOAD_PIPES_INTERVAL", "value": str(self.pipes_interval_seconds)},
         ]
         del container_url, sas
@@ -547,7 +568,10 @@ class AzureBatchBackend(ComputeBackend):
 
             return BlobServiceClient(
                 store.account_url,
-                credential={"account_name": _account_name(store.account_url), "account_key": store.account_key},
+                credential={
+                    "account_name": _account_name(store.account_url),
+                    "account_key": store.account_key,
+                },
             )
         if store.sas_token:
             return BlobServiceClient(store.account_url, credential=store.sas_token.lstrip("?"))
@@ -609,7 +633,9 @@ class AzureBatchBackend(ComputeBackend):
         if self.autoscale_formula:
             spec["enableAutoScale"] = True
             spec["autoScaleFormula"] = self.autoscale_formula
-            spec["autoScaleEvaluationInterval"] = _duration(timedelta(minutes=self.autoscale_interval_minutes))
+            spec["autoScaleEvaluationInterval"] = _duration(
+                timedelta(minutes=self.autoscale_interval_minutes)
+            )
         else:
             spec["targetDedicatedNodes"] = self.node_count
         return spec
@@ -642,7 +668,7 @@ class AzureBatchBackend(ComputeBackend):
 
     def ensure_pool(self) -> str:
         """Make sure the named pool exists and, when it scales to zero between runs, has nodes coming."""
-        from azure.batch import models
+        from azure.batch import models  # noqa: TID251 (lazy: only when Batch is used)
 
         pool_id = self.pool_name()
         deadline = time.monotonic() + self.pool_delete_wait_seconds
@@ -684,7 +710,7 @@ class AzureBatchBackend(ComputeBackend):
         return pool_id
 
     def _resize(self, pool_id: str, nodes: int) -> None:
-        from azure.batch import models
+        from azure.batch import models  # noqa: TID251 (lazy: only when Batch is used)
 
         # PoolNotSteady: a resize is under way; stop it first so the new target wins.
         for _ in range(10):
@@ -729,7 +755,9 @@ class AzureBatchBackend(ComputeBackend):
             if pool is not None and pool.state == "active" and (pool.target_dedicated_nodes or 0) > 0:
                 self._resize(pool_id, 0)
                 if log is not None:
-                    log.info(f"Pool {pool_id} scaled to 0 nodes (no active jobs): it costs nothing while idle")
+                    log.info(
+                        f"Pool {pool_id} scaled to 0 nodes (no active jobs): it costs nothing while idle"
+                    )
 
     def delete_pool(self, pool_id: str) -> None:
         poller = self.calls().call(
@@ -748,7 +776,9 @@ class AzureBatchBackend(ComputeBackend):
         jobs = self.calls().call(
             "list_jobs",
             lambda: list(
-                self.client.list_jobs(filter=f"state eq 'completed' and creationTime lt datetime'{_iso(cutoff)}'")
+                self.client.list_jobs(
+                    filter=f"state eq 'completed' and creationTime lt datetime'{_iso(cutoff)}'"
+                )
             ),
         )
         for job in jobs or []:

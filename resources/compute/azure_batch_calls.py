@@ -63,9 +63,9 @@ def classify(error: BaseException) -> CallError | None:
         code = getattr(error.error, "code", None) if error.error is not None else None
         message = getattr(error.error, "message", None) if error.error is not None else None
         retry_after = None
-        if error.response is not None:
-            with contextlib.suppress(TypeError, ValueError):
-                retry_after = float(error.response.headers.get("Retry-After", ""))
+        headers = getattr(error.response, "headers", None) or {}
+        with contextlib.suppress(TypeError, ValueError):
+            retry_after = float(headers.get("Retry-After", ""))
         return CallError(
             status in TRANSIENT_STATUS,
             status,

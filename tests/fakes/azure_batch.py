@@ -45,7 +45,12 @@ from urllib.parse import parse_qs, unquote, urlparse
 
 import jsonschema
 
-SPEC = Path(__file__).resolve().parents[2].parent / "shared" / "azure-specs" / "batch-BatchService-2025-06-01.21.0.json"
+SPEC = (
+    Path(__file__).resolve().parents[2].parent
+    / "shared"
+    / "azure-specs"
+    / "batch-BatchService-2025-06-01.21.0.json"
+)
 if not SPEC.exists():  # the worktree layout: /work/<worktree>/tests/fakes -> /work/shared
     SPEC = Path("/work/shared/azure-specs/batch-BatchService-2025-06-01.21.0.json")
 API_VERSIONS = ("2025-06-01", "2025-06-01.21.0")
@@ -302,9 +307,13 @@ class BatchFake:
             self._authenticate(h, method, parsed)
             query = parse_qs(parsed.query)
             if not any(v in API_VERSIONS for v in query.get("api-version", [])):
-                raise BatchHttpError(400, "MissingRequiredQueryParameter", "api-version is missing or unknown")
+                raise BatchHttpError(
+                    400, "MissingRequiredQueryParameter", "api-version is missing or unknown"
+                )
             if route is None:
-                raise BatchHttpError(400, "UnsupportedOperation", f"the fake has no route {method} {parsed.path}")
+                raise BatchHttpError(
+                    400, "UnsupportedOperation", f"the fake has no route {method} {parsed.path}"
+                )
             body = json.loads(raw) if raw else None
             if route.body_schema:
                 self._validate(route.body_schema, body)
@@ -393,7 +402,9 @@ class BatchFake:
         for name in sorted(query):
             if query[name][0]:
                 string_to_sign += f"\n{name}:{query[name][0]}"
-        digest = hmac.new(base64.b64decode(self.account_key), string_to_sign.encode(), hashlib.sha256).digest()
+        digest = hmac.new(
+            base64.b64decode(self.account_key), string_to_sign.encode(), hashlib.sha256
+        ).digest()
         expected = f"SharedKey {self.account_name}:{base64.b64encode(digest).decode()}"
         if not hmac.compare_digest(expected, auth):
             raise BatchHttpError(
@@ -410,9 +421,7 @@ class BatchFake:
         )
         if errors:
             where = "/".join(str(p) for p in errors[0].absolute_path) or "(body)"
-            raise BatchHttpError(
-                400, "InvalidRequestBody", f"{definition} at {where}: {errors[0].message}"
-            )
+            raise BatchHttpError(400, "InvalidRequestBody", f"{definition} at {where}: {errors[0].message}")
 
     # ---- operations ----------------------------------------------------------------------------------------
     def _dispatch(
@@ -460,7 +469,9 @@ class BatchFake:
         if op == "Jobs_TerminateJob":
             job = self._job(p["jobId"])
             if job.state in ("completed", "terminating"):
-                raise BatchHttpError(409, "JobCompleted", "The specified job is already in a completed state.")
+                raise BatchHttpError(
+                    409, "JobCompleted", "The specified job is already in a completed state."
+                )
             self._terminate_job(job, (body or {}).get("terminateReason") or "UserTerminate", now)
             return 202, None, {}
         if op == "Jobs_DeleteJob":
@@ -472,7 +483,9 @@ class BatchFake:
         if op == "Tasks_CreateTask":
             job = self._job(p["jobId"])
             if job.state != "active":
-                raise BatchHttpError(409, "JobCompleted", "The specified job is already in a completed state.")
+                raise BatchHttpError(
+                    409, "JobCompleted", "The specified job is already in a completed state."
+                )
             if body["id"] in job.tasks:
                 raise BatchHttpError(409, "TaskExists", "The specified task already exists.")
             job.tasks[body["id"]] = FakeTask(body["id"], job.id, body, now)
@@ -510,14 +523,18 @@ class BatchFake:
         existing = self.pools.get(body["id"])
         if existing is not None and existing.deleted_at is None:
             if existing.state == "deleting":
-                raise BatchHttpError(409, "PoolBeingDeleted", "The specified pool has been marked for deletion.")
+                raise BatchHttpError(
+                    409, "PoolBeingDeleted", "The specified pool has been marked for deletion."
+                )
             raise BatchHttpError(409, "PoolExists", "The specified pool already exists.")
         if body.get("enableAutoScale") and "targetDedicatedNodes" in body:
             raise BatchHttpError(400, "InvalidPropertyValue", "targetDedicatedNodes with enableAutoScale")
         pool = FakePool(body["id"], body, now, auto=auto, allocation_changed=now, billed_until=now)
         self.pools[pool.id] = pool
         # The fake's autoscale formula: as many nodes as waiting tasks (what the documented example does).
-        self._set_target(pool, 0 if body.get("enableAutoScale") else int(body.get("targetDedicatedNodes", 0)), now)
+        self._set_target(
+            pool, 0 if body.get("enableAutoScale") else int(body.get("targetDedicatedNodes", 0)), now
+        )
         return pool
 
     def _set_target(self, pool: FakePool, target: int, now: float) -> None:
@@ -546,7 +563,9 @@ class BatchFake:
             pool_id = info["poolId"]
         else:
             spec = info["autoPoolSpecification"]
-            pool_id = f"{spec.get('autoPoolIdPrefix', '')}_{hashlib.md5(body['id'].encode()).hexdigest()[:12]}"
+            pool_id = (
+                f"{spec.get('autoPoolIdPrefix', '')}_{hashlib.md5(body['id'].encode()).hexdigest()[:12]}"
+            )
             self._create_pool({"id": pool_id, **spec["pool"]}, now, auto=True)
         self.jobs[body["id"]] = FakeJob(body["id"], body, now, pool_id)
 
@@ -581,7 +600,9 @@ class BatchFake:
                 if self._epoch_wall + timedelta(seconds=job.created) >= cutoff:
                     return False
             else:
-                raise BatchHttpError(400, "InvalidQueryParameterValue", f"unsupported $filter clause {clause!r}")
+                raise BatchHttpError(
+                    400, "InvalidQueryParameterValue", f"unsupported $filter clause {clause!r}"
+                )
         return True
 
     # ---- JSON views ---------------------------------------------------------------------------------------
@@ -639,7 +660,9 @@ class BatchFake:
 
     def _task_files(self, task: FakeTask) -> list[dict[str, Any]]:
         if task.directory is None:
-            raise BatchHttpError(409, "TaskFilesUnavailable", "The task has not been scheduled on a node yet.")
+            raise BatchHttpError(
+                409, "TaskFilesUnavailable", "The task has not been scheduled on a node yet."
+            )
         out = []
         for name in ("stdout.txt", "stderr.txt"):
             path = task.directory / name
@@ -668,7 +691,10 @@ class BatchFake:
         if not path.exists():
             raise BatchHttpError(404, "FileNotFound", "The specified file does not exist.")
         data = path.read_bytes()
-        headers = {"ocp-batch-file-isdirectory": "false", "ocp-creation-time": "Mon, 01 Jan 2024 00:00:00 GMT"}
+        headers = {
+            "ocp-batch-file-isdirectory": "false",
+            "ocp-creation-time": "Mon, 01 Jan 2024 00:00:00 GMT",
+        }
         if head:
             return 200, None, {**headers, "Content-Length": str(len(data))}
         wanted = h.headers.get("ocp-range")
@@ -740,14 +766,24 @@ class BatchFake:
         pool = self.pools.get(job.pool_id)
         if pool is None or pool.deleted_at is not None or pool.state == "deleting":
             return
-        busy = sum(1 for j in self.jobs.values() if j.pool_id == pool.id for t in j.tasks.values() if t.state in ("preparing", "running"))
+        busy = sum(
+            1
+            for j in self.jobs.values()
+            if j.pool_id == pool.id
+            for t in j.tasks.values()
+            if t.state in ("preparing", "running")
+        )
         for task in job.tasks.values():
             if task.state == "active" and pool.start_task_ok and busy < pool.current:
                 task.state, task.start_time = "preparing", now
                 busy += 1
                 threading.Thread(target=self._run_task, args=(job, task), daemon=True).start()
         tasks = list(job.tasks.values())
-        if tasks and all(t.state == "completed" for t in tasks) and job.body.get("onAllTasksComplete") == "terminatejob":
+        if (
+            tasks
+            and all(t.state == "completed" for t in tasks)
+            and job.body.get("onAllTasksComplete") == "terminatejob"
+        ):
             job.state, job.end_time, job.terminate_reason = "completed", now, "AllTasksComplete"
             self._job_completed(job, now)
 
@@ -819,7 +855,11 @@ class BatchFake:
         try:
             self._download(task.body.get("resourceFiles", []), wd)
         except Exception as exc:
-            self._finish(task, None, {"category": "usererror", "code": "ResourceFileDownloadError", "message": str(exc)[:500]})
+            self._finish(
+                task,
+                None,
+                {"category": "usererror", "code": "ResourceFileDownloadError", "message": str(exc)[:500]},
+            )
             return
         with self.lock:
             if job.state != "active":
@@ -840,7 +880,11 @@ class BatchFake:
         if task.killed:
             failure = {"category": "usererror", "code": "TaskEnded", "message": "Task was terminated"}
         elif code != 0:
-            failure = {"category": "usererror", "code": "FailureExitCode", "message": "The task exited with an exit code representing a failure"}
+            failure = {
+                "category": "usererror",
+                "code": "FailureExitCode",
+                "message": "The task exited with an exit code representing a failure",
+            }
         success = failure is None
         try:
             self._upload(task.body.get("outputFiles", []), wd, success)
