@@ -178,6 +178,10 @@ class FakeJob:
     end_time: float | None = None
     tasks: dict[str, FakeTask] = field(default_factory=dict)
     deleting_since: float | None = None
+    # Job timestamps are reported on the real wall clock (what a client compares them with); `age_jobs`
+    # moves them into the past to simulate the passing of a retention period.
+    created_wall: datetime = field(default_factory=lambda: datetime.now(UTC))
+    end_wall: datetime | None = None
 
 
 class BatchFake:
@@ -262,9 +266,13 @@ class BatchFake:
         moment = self._epoch_wall + timedelta(seconds=simulated)
         return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
-    def advance(self, simulated_seconds: float) -> None:
-        """Jump the simulated clock forward (e.g. past a retention period)."""
-        self._epoch_real -= simulated_seconds / self.time_scale
+    def age_jobs(self, seconds: float) -> None:
+        """Make every existing job look `seconds` older (e.g. past a retention period)."""
+        with self.lock:
+            for job in self.jobs.values():
+                job.created_wall -= timedelta(seconds=seconds)
+                if job.end_wall is not None:
+                    job.end_wall -= timedelta(seconds=seconds)
 
     # ---- test controls ------------------------------------------------------------------------------------
     def inject(self, operation: str, kind: str, *, times: int = 1, skip: int = 0, delay: float = 0.0) -> None:
@@ -574,7 +582,7 @@ class BatchFake:
         for task in job.tasks.values():
             if task.state in ("running", "preparing"):
                 self._kill(task)
-        job.state, job.end_time = "completed", now
+        job.state, job.end_time, job.end_wall = "completed", now, datetime.now(UTC)
         self._job_completed(job, now)
 
     def _job_completed(self, job: FakeJob, now: float) -> None:
@@ -597,7 +605,7 @@ class BatchFake:
                     return False
             elif m := re.fullmatch(r"creationTime lt datetime'([^']+)'", clause):
                 cutoff = datetime.fromisoformat(m.group(1).replace("Z", "+00:00"))
-                if self._epoch_wall + timedelta(seconds=job.created) >= cutoff:
+                if job.created_wall >= cutoff:
                     return False
             else:
                 raise BatchHttpError(
@@ -625,15 +633,15 @@ class BatchFake:
         }
 
     def _job_json(self, job: FakeJob) -> dict[str, Any]:
-        info: dict[str, Any] = {"startTime": self.wall(job.created), "poolId": job.pool_id}
-        if job.end_time is not None:
-            info["endTime"] = self.wall(job.end_time)
+        info: dict[str, Any] = {"startTime": _iso(job.created_wall), "poolId": job.pool_id}
+        if job.end_wall is not None:
+            info["endTime"] = _iso(job.end_wall)
         if job.terminate_reason:
             info["terminateReason"] = job.terminate_reason
         return {
             **copy.deepcopy(job.body),
             "url": f"{self.url}/jobs/{job.id}",
-            "creationTime": self.wall(job.created),
+            "creationTime": _iso(job.created_wall),
             "state": job.state,
             "poolInfo": {"poolId": job.pool_id} if "poolId" in job.body["poolInfo"] else job.body["poolInfo"],
             "executionInfo": info,
@@ -785,6 +793,7 @@ class BatchFake:
             and job.body.get("onAllTasksComplete") == "terminatejob"
         ):
             job.state, job.end_time, job.terminate_reason = "completed", now, "AllTasksComplete"
+            job.end_wall = datetime.now(UTC)
             self._job_completed(job, now)
 
     def _make_node_image(self) -> None:
@@ -945,6 +954,10 @@ class BatchFake:
                 blob_name = f"{dest['path'].rstrip('/')}/{name}" if dest.get("path") else name
                 with path.open("rb") as fh:
                     container.upload_blob(blob_name, fh, overwrite=True)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 @contextlib.contextmanager
