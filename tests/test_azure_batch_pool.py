@@ -9,18 +9,21 @@ import pytest
 from dagster._core.errors import DagsterExecutionInterruptedError
 
 from resources.storage import AzureBlobObjectStore
+from tests import test_azure_batch as shared
 from tests.fakes.azure_batch import BatchFake
 from tests.test_azure_batch import (
     INSTANCE,
     InterruptedBackend,
     failure_text,
-    fake,  # noqa: F401 (fixture)
     job_of,
     make_asset,
     make_backend,
     run,
-    store,  # noqa: F401 (fixture)
 )
+
+# The same fixtures as the backend tests (a fake per module, a fresh container per test).
+fake = shared.fake
+store = shared.store
 
 pytestmark = pytest.mark.azurite
 
