@@ -33,6 +33,7 @@ KNOWN: dict[str, str] = {
     "MNIST_COMPUTE": "where workload tasks run: 'local' (default, a subprocess) or 'azure_batch'",
     "MNIST_TRAINING_COMPUTE": "where training runs, overriding MNIST_COMPUTE for training",
     "MNIST_SCORING_COMPUTE": "where scoring runs, overriding MNIST_COMPUTE for scoring",
+    "MNIST_INGEST_COMPUTE": "where raw MNIST is fetched and verified (the ingest task); default local",
     "MNIST_WORK_DIR": "scratch directory of the local compute backend (default ./data/compute)",
     "MNIST_SOURCE": f"base URL or directory of the four MNIST files (default {CANONICAL_URL})",
     "MNIST_SOURCE_CHECKSUMS": "explicit 'file=md5,...' for a source without an md5sums file",
@@ -70,7 +71,7 @@ BATCH_SECRETS = ("AZURE_BATCH_ACCOUNT_KEY",)
 # Where workload tasks can run. Remote backends add their name here and a case in `compute_backend`.
 ComputeChoice = Literal["local", "azure_batch"]
 COMPUTE_CHOICES: tuple[str, ...] = ("local", "azure_batch")
-ComputeRole = Literal["training", "scoring"]
+ComputeRole = Literal["training", "scoring", "ingest"]
 
 
 class SettingsError(ValueError):
@@ -84,6 +85,8 @@ class Settings:
     compute: ComputeChoice = "local"
     training_compute: ComputeChoice | None = None  # None: same as `compute`
     scoring_compute: ComputeChoice | None = None
+    # Ingest stays local unless set: fetching MNIST is cheap and the local demo must stay fast.
+    ingest_compute: ComputeChoice = "local"
     work_dir: Path = PROJECT_ROOT / "data" / "compute"
     source: str = CANONICAL_URL
     source_checksums: str | None = None
@@ -119,6 +122,7 @@ class Settings:
             ("MNIST_COMPUTE", "compute"),
             ("MNIST_TRAINING_COMPUTE", "training_compute"),
             ("MNIST_SCORING_COMPUTE", "scoring_compute"),
+            ("MNIST_INGEST_COMPUTE", "ingest_compute"),
         ):
             if choice := env.get(var):
                 values[key] = _choice(var, choice, COMPUTE_CHOICES)
@@ -176,7 +180,12 @@ class Settings:
             if k.startswith(("MNIST_AZBATCH_", "AZURE_BATCH_")) and env.get(k) and k not in BATCH_SECRETS
         ) + tuple((k, "<set>") for k in BATCH_SECRETS if env.get(k))
         settings = cls(**values)
-        if "azure_batch" in (settings.compute, settings.training_compute, settings.scoring_compute):
+        if "azure_batch" in (
+            settings.compute,
+            settings.training_compute,
+            settings.scoring_compute,
+            settings.ingest_compute,
+        ):
             settings.azure_batch_backend()  # fail at load time on a bad or missing Batch setting
         if settings.storage == "azure_blob" and not (
             settings.azure_account_url or "AZURE_STORAGE_CONNECTION_STRING" in settings.azure_secrets
@@ -201,8 +210,12 @@ class Settings:
         )
 
     def compute_backend(self, role: ComputeRole) -> ComputeBackend:
-        """The backend that runs one role's workload tasks (`training` or `scoring`)."""
-        choice = {"training": self.training_compute, "scoring": self.scoring_compute}[role] or self.compute
+        """The backend that runs one role's workload tasks (`training`, `scoring` or `ingest`)."""
+        choice = {
+            "training": self.training_compute or self.compute,
+            "scoring": self.scoring_compute or self.compute,
+            "ingest": self.ingest_compute,
+        }[role]
         match choice:
             case "local":
                 return LocalProcessBackend(work_dir=str(self.work_dir))
@@ -285,6 +298,7 @@ class Settings:
             "storage": self.object_store(),
             "training_compute": self.compute_backend("training"),
             "scoring_compute": self.compute_backend("scoring"),
+            "ingest_compute": self.compute_backend("ingest"),
             "mnist_source": MnistSource(location=self.source, checksums=self.source_checksums),
             "quality": QualityGate(min_accuracy=self.min_accuracy),
         }

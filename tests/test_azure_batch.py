@@ -276,10 +276,10 @@ def test_fake_rejects_a_body_the_spec_does_not_allow(fake: BatchFake) -> None:
 
 
 @pytest.mark.slow
-def test_train_and_score_end_to_end_on_batch_with_the_real_workload(
+def test_ingest_train_and_score_end_to_end_on_batch_with_the_real_workload(
     fake: BatchFake, store: AzureBlobObjectStore, tmp_path: Path, synthetic_source: Path
 ) -> None:
-    """raw_mnist (in process) -> mnist_model and mnist_predictions on Batch: the real workload package is
+    """raw_mnist, mnist_model and mnist_predictions with all three tasks on Batch: the real workload package is
     delivered as resource files, the real start command resolves its requirements, metrics come back
     through Pipes over Blob and the outputs land in Azurite with their completion markers."""
     from assets.model import TrainingConfig, mnist_model
@@ -305,6 +305,7 @@ def test_train_and_score_end_to_end_on_batch_with_the_real_workload(
         "storage": store,
         "training_compute": batch,
         "scoring_compute": batch,
+        "ingest_compute": batch,
         "mnist_source": MnistSource(location=str(synthetic_source)),
         "quality": QualityGate(min_accuracy=0.8),
     }
@@ -317,6 +318,9 @@ def test_train_and_score_end_to_end_on_batch_with_the_real_workload(
         raise_on_error=False,
     )
     assert trained.success, failure_text(trained)
+    raw = trained.asset_materializations_for_node("raw_mnist")[0].metadata
+    assert str(raw["compute_job"].value).startswith("mnist-ingest-")
+    assert store.exists(f"raw/mnist/{raw['version'].value}/_manifest.json")
     model = trained.asset_materializations_for_node("mnist_model")[0].metadata
     assert str(model["compute_job"].value).startswith("mnist-train-")
     assert float(model["held_out_accuracy"].value) >= 0.8  # type: ignore[arg-type]

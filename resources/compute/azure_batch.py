@@ -48,7 +48,11 @@ TASK_ID = "workload"  # one task per job; the job id carries the step's identity
 CANCEL_REASON = "CanceledFromDagster"
 STAGING = "_compute/batch"  # per-job staging of outputs and logs, in the data container
 WORKLOAD_PREFIX = "_compute/workload"  # workload code, one folder per content hash
-MARKERS = ("metrics.json", "summary.json")  # written last: whoever sees them sees everything else
+MARKERS = (
+    "metrics.json",
+    "summary.json",
+    "_manifest.json",
+)  # written last: whoever sees them sees everything else
 STDERR_TAIL_LINES = 15
 # Batch ids: letters, digits, hyphens and underscores, at most 64 characters.
 _ID_OK = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
