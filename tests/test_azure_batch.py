@@ -339,3 +339,44 @@ def test_ingest_train_and_score_end_to_end_on_batch_with_the_real_workload(
     summary = store.get_json("predictions/b1/summary.json")
     assert summary["images"] == 40
     assert store.exists("predictions/b1/predictions.csv")
+
+
+def test_settings_choose_azure_batch_only_with_blob_storage_and_keep_the_key_secret() -> None:
+    from orchestration.settings import Settings, SettingsError
+    from resources.storage import LocalObjectStore
+
+    base = {
+        "MNIST_COMPUTE": "azure_batch",
+        "AZURE_BATCH_ACCOUNT_URL": "https://acct.westeurope.batch.azure.com",
+        "AZURE_BATCH_ACCOUNT_KEY": "c2VjcmV0",
+    }
+    with pytest.raises(SettingsError, match="needs MNIST_STORAGE=azure_blob"):
+        Settings.from_env(base)
+    blob = {
+        **base,
+        "MNIST_STORAGE": "azure_blob",
+        "AZURE_STORAGE_ACCOUNT_URL": "https://s.blob.core.windows.net",
+    }
+    with pytest.raises(SettingsError, match="MNIST_AZBATCH_IMAGE: expected 'publisher:offer:sku'"):
+        Settings.from_env({**blob, "MNIST_AZBATCH_IMAGE": "ubuntu"})
+    with pytest.raises(SettingsError, match="MNIST_AZBATCH_POOL_MODE: expected one of"):
+        Settings.from_env({**blob, "MNIST_AZBATCH_POOL_MODE": "sometimes"})
+    settings = Settings.from_env(
+        {**blob, "MNIST_AZBATCH_POOL_MODE": "ephemeral", "MNIST_SCORING_COMPUTE": "local"}
+    )
+    resources = settings.resources()
+    training = resources["training_compute"]
+    assert isinstance(training, AzureBatchBackend) and training.pool_mode == "ephemeral"
+    assert isinstance(training.account_key, dg.EnvVar), "the key stays a reference to the environment"
+    assert type(resources["scoring_compute"]).__name__ == "LocalProcessBackend"
+    assert type(resources["ingest_compute"]).__name__ == "LocalProcessBackend", (
+        "ingest stays local unless set"
+    )
+    assert "c2VjcmV0" not in repr(settings)
+    # Batch nodes cannot reach a local directory.
+    with pytest.raises(AzureBatchError, match="MNIST_STORAGE=azure_blob"):
+        training.submit(
+            WorkloadRequest(task="train", idempotency_key="k", inputs={}, outputs={}),
+            LocalObjectStore(root="/nonexistent"),
+            {},
+        )
