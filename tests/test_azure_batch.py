@@ -209,6 +209,9 @@ def test_retried_step_reattaches_to_its_task(
     assert mat.metadata["reattached"].value is True
     job_id = job_of(result)
     assert len([t for t in fake.tasks_created if t[0].startswith(job_id)]) == 1
+    # The reattached session reads the Pipes messages where the running task writes them.
+    assert any("says hello through Pipes" in m for m in log_lines(result))
+    assert not any("did not receive any messages" in m for m in log_lines(result)[-12:])
 
 
 # Every Batch operation a step uses, with the fault that hurts it most: POSTs lose their response after

@@ -106,3 +106,19 @@ def test_completed_jobs_are_deleted_after_the_retention(
     while old_job in fake.jobs and time.monotonic() < deadline:
         time.sleep(0.05)
     assert old_job not in fake.jobs
+
+
+def test_start_task_failing_on_every_node_fails_the_step_and_frees_the_pool(
+    fake: BatchFake, store: AzureBlobObjectStore, tmp_path: Path
+) -> None:
+    backend = make_backend(
+        fake, pool_mode="ephemeral", start_command="echo no such package >&2; exit 7", queue_check_seconds=0.2
+    )
+    before = {p.id for p in fake.all_pools()}
+    result = run(backend, store, {"ledger": str(tmp_path / "l")})
+    assert not result.success
+    text = failure_text(result)
+    assert "the start task failed on every node" in text and "exit code 7" in text
+    assert not (tmp_path / "l").exists(), "the task never ran"
+    auto = {p.id for p in fake.all_pools()} - before
+    wait_until_gone(fake, auto)

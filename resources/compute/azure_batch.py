@@ -110,6 +110,9 @@ class AzureBatchBackend(ComputeBackend):
     poll_initial_seconds: float = 2.0
     poll_max_seconds: float = 60.0
     poll_fraction: float = 0.05
+    # While a task waits in the queue, look at its pool this often: a start task that failed on every node or a
+    # resize error would otherwise leave it queued (and an ephemeral pool billing) until maxWallClockTime.
+    queue_check_seconds: float = 60.0
 
     client_name: ClassVar[str] = "azure-batch"
     _calls: Any = PrivateAttr(default=None)
@@ -117,6 +120,7 @@ class AzureBatchBackend(ComputeBackend):
     _log_offsets: dict[str, dict[str, int]] = PrivateAttr(default_factory=dict)
     _submitted_at: dict[str, float] = PrivateAttr(default_factory=dict)
     _ready_pools: set[str] = PrivateAttr(default_factory=set)
+    _queue_checked: dict[str, float] = PrivateAttr(default_factory=dict)
 
     # ---- clients --------------------------------------------------------------------------------
     def calls(self) -> BatchCalls:
@@ -292,6 +296,11 @@ class AzureBatchBackend(ComputeBackend):
             )
         state = task.state
         if state in ("active", "preparing"):
+            problem = self._queue_problem(job_id)
+            if problem:
+                # Nothing will ever run this task: end the job (an auto pool goes with it) and say why.
+                self._terminate(job_id, "PoolCannotRunTask")
+                return JobStatus(JobState.FAILED, problem)
             return JobStatus(JobState.QUEUED)
         if state == "running":
             return JobStatus(JobState.RUNNING)
@@ -302,6 +311,58 @@ class AzureBatchBackend(ComputeBackend):
         if job is not None and job.execution_info and job.execution_info.termination_reason == CANCEL_REASON:
             return JobStatus(JobState.CANCELED, "cancelled from Dagster")
         return JobStatus(JobState.FAILED, self._failure_message(job_id, task))
+
+    def _queue_problem(self, job_id: str) -> str | None:
+        """Why the queued task can never start (resize error, start task failed on every node), if so."""
+        now = time.monotonic()
+        last = self._queue_checked.get(job_id)
+        if last is None:
+            self._queue_checked[job_id] = now
+            return None
+        if now - last < self.queue_check_seconds:
+            return None
+        self._queue_checked[job_id] = now
+        job = self.calls().call("get_job", self.client.get_job, job_id, missing_ok=True)
+        pool_id = job.execution_info.pool_id if job is not None and job.execution_info else None
+        if not pool_id:
+            return None
+        pool = self.calls().call("get_pool", self.client.get_pool, pool_id, missing_ok=True)
+        if pool is None or pool.state == "deleting":
+            return f"pool {pool_id} of job {job_id} is gone or being deleted"
+        if pool.resize_errors:
+            errors = "; ".join(f"{e.code}: {e.message}" for e in pool.resize_errors)
+            return f"pool {pool_id} cannot get nodes ({errors}); check the VM size, quota and image settings"
+        if (
+            self.pool_mode == "scale_to_zero"
+            and not pool.enable_auto_scale
+            and pool.allocation_state == "steady"
+            and (pool.target_dedicated_nodes or 0) == 0
+        ):
+            # Another step scaled the pool down between our submit and the start of our task.
+            self._resize(pool_id, self.node_count)
+            return None
+        nodes = self.calls().call("list_nodes", lambda: list(self.client.list_nodes(pool_id))) or []
+        if nodes and all(n.state == "starttaskfailed" for n in nodes):
+            info = nodes[0].start_task_info
+            exit_code = info.exit_code if info is not None else None
+            return (
+                f"the start task failed on every node of pool {pool_id} (exit code {exit_code}): the workload's "
+                "requirements could not be installed; see the node's startup/stderr.txt, check "
+                "workload/requirements.txt and the image (MNIST_AZBATCH_IMAGE)"
+            )
+        return None
+
+    def _terminate(self, job_id: str, reason: str) -> None:
+        poller = self.calls().call(
+            "terminate_job",
+            self.client.begin_terminate_job,
+            job_id,
+            {"terminateReason": reason},
+            polling_interval=self.lro_polling_seconds,
+            exists_ok=("JobCompleted",),
+            missing_ok=True,
+        )
+        del poller
 
     def _get_task(self, job_id: str) -> Any:
         return self.calls().call("get_task", self.client.get_task, job_id, TASK_ID, missing_ok=True)
@@ -415,6 +476,22 @@ class AzureBatchBackend(ComputeBackend):
             PipesAzureBlobStorageContextInjector,
             PipesAzureBlobStorageMessageReader,
         )
+        from dagster_pipes import PipesParams
+
+        class _Reader(PipesAzureBlobStorageMessageReader):
+            """Reads where a task already launched writes (after a reattach), else at a fresh prefix."""
+
+            def __init__(self, existing: dict[str, Any] | None, **kwargs: Any) -> None:
+                super().__init__(**kwargs)
+                self.existing = existing
+
+            @contextlib.contextmanager
+            def get_params(self) -> Iterator[PipesParams]:
+                if self.existing is not None:
+                    yield self.existing
+                    return
+                with super().get_params() as params:
+                    yield params
 
         service = self._blob_service(self.blob_store())
         with contextlib.suppress(Exception):
@@ -424,11 +501,28 @@ class AzureBatchBackend(ComputeBackend):
             context_injector=PipesAzureBlobStorageContextInjector(
                 container=self.pipes_container, client=service
             ),
-            message_reader=PipesAzureBlobStorageMessageReader(
-                interval=self.pipes_interval_seconds, container=self.pipes_container, client=service
+            message_reader=_Reader(
+                self._live_task_pipes_params(request),
+                interval=self.pipes_interval_seconds,
+                container=self.pipes_container,
+                client=service,
             ),
         ) as session:
             yield session
+
+    def _live_task_pipes_params(self, request: WorkloadRequest) -> dict[str, Any] | None:
+        """The Pipes message params of this step's task if it is still live (the driver will reattach to it):
+        its messages keep arriving where that task writes them, so reattaching loses none of them."""
+        from dagster_pipes import DAGSTER_PIPES_MESSAGES_ENV_VAR, decode_param
+
+        job_id = self.find_job(request)
+        if job_id is None or not self._reattachable(job_id):
+            return None
+        task = self._get_task(job_id)
+        for setting in (task.environment_settings if task is not None else None) or []:
+            if setting.name == DAGSTER_PIPES_MESSAGES_ENV_VAR and setting.value:
+                return dict(decode_param(setting.value))
+        return None
 
     # ---- delivery -------------------------------------------------------------------------------
     def _package_dir(self) -> Path:

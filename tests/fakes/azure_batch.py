@@ -145,6 +145,7 @@ class FakePool:
     deleting_since: float | None = None
     start_task_ok: bool | None = None  # None: not run for the current nodes yet
     start_task_running: bool = False
+    start_task_exit: int | None = None
     node_seconds: float = 0.0  # simulated node-seconds billed
     billed_until: float = 0.0
     deleted_at: float | None = None
@@ -466,6 +467,9 @@ class BatchFake:
             pool = self._pool(p["poolId"])
             pool.allocation, pool.target = "steady", pool.current
             return 202, None, {}
+        if op == "Nodes_ListNodes":
+            pool = self._pool(p["poolId"])
+            return 200, {"value": [self._node_json(pool, i) for i in range(pool.current)]}, {}
         if op == "Jobs_CreateJob":
             self._create_job(body, now)
             return 201, None, {"DataServiceId": f"{self.url}/jobs/{body['id']}"}
@@ -631,6 +635,34 @@ class BatchFake:
             "targetLowPriorityNodes": 0,
             "enableAutoScale": bool(pool.body.get("enableAutoScale")),
         }
+
+    def _node_json(self, pool: FakePool, index: int) -> dict[str, Any]:
+        node: dict[str, Any] = {"id": f"tvmps_{pool.id}_{index}", "vmSize": pool.body.get("vmSize")}
+        if pool.start_task_ok is None:
+            node["state"] = "waitingforstarttask" if "startTask" in pool.body else "starting"
+            return node
+        busy = any(
+            t.state in ("preparing", "running")
+            for j in self.jobs.values()
+            if j.pool_id == pool.id
+            for t in j.tasks.values()
+        )
+        node["state"] = ("running" if busy else "idle") if pool.start_task_ok else "starttaskfailed"
+        info: dict[str, Any] = {
+            "state": "completed",
+            "startTime": self.wall(pool.allocation_changed),
+            "retryCount": 0,
+            "exitCode": pool.start_task_exit,
+            "result": "success" if pool.start_task_ok else "failure",
+        }
+        if not pool.start_task_ok:
+            info["failureInfo"] = {
+                "category": "usererror",
+                "code": "FailureExitCode",
+                "message": "The task exited with an exit code representing a failure",
+            }
+        node["startTaskInfo"] = info
+        return node
 
     def _job_json(self, job: FakeJob) -> dict[str, Any]:
         info: dict[str, Any] = {"startTime": _iso(job.created_wall), "poolId": job.pool_id}
@@ -835,6 +867,7 @@ class BatchFake:
         wd = startup / "wd"
         wd.mkdir(parents=True, exist_ok=True)
         ok = False
+        code: int | None = None
         try:
             self._download(spec.get("resourceFiles", []), wd)
             with (startup / "stdout.txt").open("wb") as out, (startup / "stderr.txt").open("wb") as err:
@@ -849,6 +882,7 @@ class BatchFake:
             ok = code == 0
         finally:
             with self.lock:
+                pool.start_task_exit = code
                 self.start_task_runs += 1
                 pool.start_task_ok = ok
                 pool.start_task_running = False
