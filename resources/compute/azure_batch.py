@@ -575,7 +575,6 @@ class AzureBatchBackend(ComputeBackend):
         env: Mapping[str, str],
         blob: AzureBlobObjectStore,
     ) -> dict[str, Any]:
-        container_url, _, sas = data_sas.partition("?")
         resource_files: list[dict[str, Any]] = [
             {
                 "storageContainerUrl": data_sas,
@@ -637,7 +636,6 @@ class AzureBatchBackend(ComputeBackend):
             },
             {"name": "WORKLOAD_PIPES_INTERVAL", "value": str(self.pipes_interval_seconds)},
         ]
-        del container_url, sas
         return {
             "id": TASK_ID,
             "displayName": f"{request.task} {request.idempotency_key}"[:1024],
