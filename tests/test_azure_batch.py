@@ -33,6 +33,15 @@ def fake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BatchFake]:
         yield fake
 
 
+@pytest.fixture(autouse=True)
+def fast_pipes_close(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Dagster waits 10 s after a Pipes session closes for late messages; a killed or never-started task
+    (cancel, start task failure) sends none, so the tests wait 1 s instead."""
+    import dagster._core.pipes.utils as pipes_utils
+
+    monkeypatch.setattr(pipes_utils, "WAIT_FOR_LOGS_AFTER_EXECUTION_INTERVAL", 1)
+
+
 @pytest.fixture
 def store(azurite: dict[str, str]) -> AzureBlobObjectStore:
     return AzureBlobObjectStore(

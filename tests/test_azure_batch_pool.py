@@ -24,6 +24,7 @@ from tests.test_azure_batch import (
 # The same fixtures as the backend tests (a fake per module, a fresh container per test).
 fake = shared.fake
 store = shared.store
+fast_pipes_close = shared.fast_pipes_close
 
 pytestmark = pytest.mark.azurite
 
