@@ -1,13 +1,14 @@
 import hashlib
-from datetime import UTC, datetime
+import json
 
 import dagster as dg
 import numpy as np
 from pydantic import Field
 
+from resources.compute import ComputeBackend, WorkloadRequest, idempotency_key
 from resources.mnist_source import MNIST_FILES, MnistSource, StoredSetSource
 from resources.storage import ObjectStore
-from workload.mnist_idx import parse_split
+from workload.ingest import verify_set
 
 from .layout import CURRENT, RAW_PREFIX, raw_version_prefix
 from .pictures import digit_grid, markdown_image, markdown_table
@@ -19,9 +20,6 @@ class RawMnistConfig(dg.Config):
         description="Object-store folder of a labelled set (the four IDX files + md5sums) to use instead of "
         "the MNIST source; the training-data sensor sets it for the set that landed.",
     )
-
-
-SPLITS = {"train": MNIST_FILES[0:2], "t10k": MNIST_FILES[2:4]}
 
 
 def dataset_version(checksums: dict[str, str]) -> str:
@@ -37,7 +35,11 @@ def dataset_version(checksums: dict[str, str]) -> str:
     tags={"layer": "raw"},
 )
 def raw_mnist(
-    context: dg.AssetExecutionContext, config: RawMnistConfig, mnist_source: MnistSource, storage: ObjectStore
+    context: dg.AssetExecutionContext,
+    config: RawMnistConfig,
+    mnist_source: MnistSource,
+    storage: ObjectStore,
+    ingest_compute: ComputeBackend,
 ) -> dg.MaterializeResult:
     """Raw MNIST: handwritten digits 0-9 as 28x28 grayscale images, with their labels.
 
@@ -46,7 +48,9 @@ def raw_mnist(
     (gzip, IDX header, dimensions, image and label counts, labels 0-9) before anything is stored;
     the verified set lands under `raw/mnist/<version>/` and `raw/mnist/current.json` then points to it.
     The version is a digest of the checksums, so unchanged data keeps its version and nothing downstream
-    goes stale.
+    goes stale. Fetching and verifying is the workload's `ingest` task on the ingest compute backend (a
+    local subprocess by default, Azure Batch like ADF's reference when configured); it writes the files and
+    `_manifest.json` last, and only then does `current.json` move.
     """
     source: MnistSource | StoredSetSource = mnist_source
     if config.training_set:
@@ -62,32 +66,31 @@ def raw_mnist(
         context.log.info(
             f"Raw MNIST {version} is already stored with the same checksums: not downloading again"
         )
-        files = {name: storage.get_bytes(f"{prefix}/{name}") for name in MNIST_FILES}
         origin = stored.get("source", "stored copy")
+        extra: dict[str, dg.RawMetadataValue] = {"ingest": "reused (same checksums)"}
     else:
-        files = {}
-        for name in MNIST_FILES:
-            fetched = source.fetch(name, expected[name])
-            files[name] = fetched.data
-            context.log.info(
-                f"Fetched and verified {fetched.origin} ({len(fetched.data):,} bytes, md5 {fetched.md5})"
-            )
         origin = source.describe()
-
-    # Parse everything before writing anything: a bad file must leave storage untouched.
-    parsed = {split: parse_split(files[img], img, files[lab], lab) for split, (img, lab) in SPLITS.items()}
-    if stored is None or stored.get("checksums") != expected:
-        for name in MNIST_FILES:
-            storage.put_bytes(f"{prefix}/{name}", files[name])
-        storage.put_json(
-            f"{prefix}/_manifest.json",
-            {
+        from_store = isinstance(source, StoredSetSource)
+        request = WorkloadRequest(
+            task="ingest",
+            idempotency_key=idempotency_key(context, "ingest"),
+            # A training set already in the object store is an input; a source URL or directory is read directly.
+            inputs={"source": source.prefix} if isinstance(source, StoredSetSource) else {},
+            outputs={"raw": prefix},
+            params={
+                "checksums": json.dumps(expected, sort_keys=True),
                 "version": version,
-                "checksums": expected,
-                "source": origin,
-                "stored_at": datetime.now(UTC).isoformat(),
+                "origin": origin,
+                **({} if from_store else {"source": mnist_source.worker_location()}),
+                "timeout_seconds": mnist_source.timeout_seconds,
+                "attempts": mnist_source.attempts,
+                "backoff_seconds": mnist_source.backoff_seconds,
             },
         )
+        result = ingest_compute.run(context, request, storage)
+        extra = {"ingest": "fresh", "compute_job": result.job_id}
+    files = {name: storage.get_bytes(f"{prefix}/{name}") for name in MNIST_FILES}
+    parsed = verify_set(files)
     storage.put_json(f"{RAW_PREFIX}/{CURRENT}", {"version": version, "prefix": prefix})
 
     counts = {split: len(labels) for split, (_, labels) in parsed.items()}
@@ -108,6 +111,7 @@ def raw_mnist(
             "sample_digits": markdown_image(
                 digit_grid(sample_images, sample_labels.tolist()), "sample digits"
             ),
+            **extra,
         },
         data_version=dg.DataVersion(version),
     )

@@ -18,6 +18,7 @@ import dagster as dg
 from orchestration.batches import BatchRules
 from orchestration.sensors import SensorSettings
 from resources.compute import ComputeBackend, LocalProcessBackend
+from resources.compute.azure_batch import POOL_MODES, AzureBatchBackend
 from resources.events import BlobEventQueue
 from resources.mnist_source import CANONICAL_URL, MnistSource
 from resources.quality import QualityGate
@@ -29,9 +30,10 @@ PREFIX = "MNIST_"
 KNOWN: dict[str, str] = {
     "MNIST_STORAGE": "where data lives: 'local' (default, a directory) or 'azure_blob'",
     "MNIST_DATA_DIR": "root directory of local storage (default ./data/storage)",
-    "MNIST_COMPUTE": "where workload tasks run: 'local' (default, a subprocess)",
+    "MNIST_COMPUTE": "where workload tasks run: 'local' (default, a subprocess) or 'azure_batch'",
     "MNIST_TRAINING_COMPUTE": "where training runs, overriding MNIST_COMPUTE for training",
     "MNIST_SCORING_COMPUTE": "where scoring runs, overriding MNIST_COMPUTE for scoring",
+    "MNIST_INGEST_COMPUTE": "where raw MNIST is fetched and verified (the ingest task); default local",
     "MNIST_WORK_DIR": "scratch directory of the local compute backend (default ./data/compute)",
     "MNIST_SOURCE": f"base URL or directory of the four MNIST files (default {CANONICAL_URL})",
     "MNIST_SOURCE_CHECKSUMS": "explicit 'file=md5,...' for a source without an md5sums file",
@@ -87,6 +89,18 @@ KNOWN: dict[str, str] = {
     "AZURE_TENANT_ID": "service principal tenant (with AZURE_CLIENT_SECRET); else DefaultAzureCredential",
     "AZURE_CLIENT_ID": "service principal (or user-assigned managed identity) client id",
     "AZURE_CLIENT_SECRET": "secret: service principal secret; without it, DefaultAzureCredential (managed identity, az login)",
+    # ---- Azure Batch compute (MNIST_COMPUTE=azure_batch); needs MNIST_STORAGE=azure_blob ----
+    "AZURE_BATCH_ACCOUNT_URL": "azure_batch: https://<account>.<region>.batch.azure.com",
+    "AZURE_BATCH_ACCOUNT_NAME": "azure_batch: account name (for the shared key; default: from the URL)",
+    "AZURE_BATCH_ACCOUNT_KEY": "secret: Batch shared key (without it: Entra ID via DefaultAzureCredential)",
+    "MNIST_AZBATCH_POOL_ID": "azure_batch: pool id prefix (default mnist-workload; a spec hash is appended)",
+    "MNIST_AZBATCH_VM_SIZE": "azure_batch: node VM size (default standard_d2s_v3)",
+    "MNIST_AZBATCH_IMAGE": "azure_batch: node image 'publisher:offer:sku' (default canonical:ubuntu-24_04-lts:server)",
+    "MNIST_AZBATCH_NODE_AGENT_SKU": "azure_batch: node agent SKU id (default 'batch.node.ubuntu 24.04')",
+    "MNIST_AZBATCH_NODE_COUNT": "azure_batch: dedicated nodes of a fixed-size pool (default 1)",
+    "MNIST_AZBATCH_AUTOSCALE_FORMULA": "azure_batch: autoscale formula (instead of a fixed node count)",
+    "MNIST_AZBATCH_POOL_MODE": "azure_batch: persistent | scale_to_zero (default) | ephemeral (auto pool per job)",
+    "MNIST_AZBATCH_JOB_RETENTION_HOURS": "azure_batch: completed jobs older than this are deleted (default 24)",
 }
 # AzureML settings by variable (values are plain configuration; the secret stays an EnvVar).
 AZUREML_VARS = {
@@ -110,12 +124,13 @@ AZUREML_VARS = {
 }
 AZURE_IDENTITY = ("AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET")
 SECRETS = ("AZURE_STORAGE_CONNECTION_STRING", "AZURE_STORAGE_KEY", "AZURE_STORAGE_SAS_TOKEN")
+BATCH_SECRETS = ("AZURE_BATCH_ACCOUNT_KEY",)
 
 
 # Where workload tasks can run. Remote backends add their name here and a case in `compute_backend`.
-ComputeChoice = Literal["local", "azureml"]
-COMPUTE_CHOICES: tuple[str, ...] = ("local", "azureml")
-ComputeRole = Literal["training", "scoring"]
+ComputeChoice = Literal["local", "azureml", "azure_batch"]
+COMPUTE_CHOICES: tuple[str, ...] = ("local", "azureml", "azure_batch")
+ComputeRole = Literal["training", "scoring", "ingest"]
 
 
 class SettingsError(ValueError):
@@ -129,6 +144,8 @@ class Settings:
     compute: ComputeChoice = "local"
     training_compute: ComputeChoice | None = None  # None: same as `compute`
     scoring_compute: ComputeChoice | None = None
+    # Ingest stays local unless set: fetching MNIST is cheap and the local demo must stay fast.
+    ingest_compute: ComputeChoice = "local"
     work_dir: Path = PROJECT_ROOT / "data" / "compute"
     source: str = CANONICAL_URL
     source_checksums: str | None = None
@@ -150,6 +167,8 @@ class Settings:
     # AZURE_TENANT_ID / AZURE_CLIENT_ID / AZURE_CLIENT_SECRET variables are set (names only).
     azureml: tuple[tuple[str, str], ...] = ()
     azure_identity: tuple[str, ...] = ()
+    # Azure Batch compute: the settings that are set (MNIST_AZBATCH_* / AZURE_BATCH_*), checked in from_env.
+    azure_batch: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -167,6 +186,7 @@ class Settings:
             ("MNIST_COMPUTE", "compute"),
             ("MNIST_TRAINING_COMPUTE", "training_compute"),
             ("MNIST_SCORING_COMPUTE", "scoring_compute"),
+            ("MNIST_INGEST_COMPUTE", "ingest_compute"),
         ):
             if choice := env.get(var):
                 values[key] = _choice(var, choice, COMPUTE_CHOICES)
@@ -222,7 +242,19 @@ class Settings:
             values["azure_queue_url"] = queue_url
         values["azureml"] = tuple((field, env[var]) for field, var in AZUREML_VARS.items() if env.get(var))
         values["azure_identity"] = tuple(v for v in AZURE_IDENTITY if env.get(v))
+        values["azure_batch"] = tuple(
+            (k, env[k])
+            for k in KNOWN
+            if k.startswith(("MNIST_AZBATCH_", "AZURE_BATCH_")) and env.get(k) and k not in BATCH_SECRETS
+        ) + tuple((k, "<set>") for k in BATCH_SECRETS if env.get(k))
         settings = cls(**values)
+        if "azure_batch" in (
+            settings.compute,
+            settings.training_compute,
+            settings.scoring_compute,
+            settings.ingest_compute,
+        ):
+            settings.azure_batch_backend()  # fail at load time on a bad or missing Batch setting
         if settings.storage == "azure_blob" and not (
             settings.azure_account_url or "AZURE_STORAGE_CONNECTION_STRING" in settings.azure_secrets
         ):
@@ -247,15 +279,20 @@ class Settings:
         )
 
     def compute_backend(self, role: ComputeRole) -> ComputeBackend:
-        """The backend that runs one role's workload tasks (`training` or `scoring`)."""
-        choice = {"training": self.training_compute, "scoring": self.scoring_compute}[role] or self.compute
+        """The backend that runs one role's workload tasks (`training`, `scoring` or `ingest`)."""
+        choice = {
+            "training": self.training_compute or self.compute,
+            "scoring": self.scoring_compute or self.compute,
+            "ingest": self.ingest_compute,
+        }[role]
         match choice:
             case "azureml":
                 return self._azureml_backend(role)
             case "local":
                 return LocalProcessBackend(work_dir=str(self.work_dir))
-            case _:
-                raise SettingsError(f"no compute backend named {choice!r}")
+            case "azure_batch":
+                return self.azure_batch_backend()
+        raise SettingsError(f"unknown compute {choice!r}; expected one of {', '.join(COMPUTE_CHOICES)}")
 
     # ---- AzureML compute -------------------------------------------------------------------------
     def _uses_azureml(self) -> list[ComputeRole]:
@@ -288,6 +325,12 @@ class Settings:
     def _azureml_backend(self, role: ComputeRole) -> ComputeBackend:
         from resources.compute.azureml_v1 import AzureMLPipelineBackend
         from resources.compute.azureml_v2 import AzureMLBatchEndpointBackend
+
+        if role == "ingest":
+            raise SettingsError(
+                "MNIST_INGEST_COMPUTE=azureml: AzureML runs training (v1 pipeline) and scoring (v2 batch "
+                "endpoint); ingest runs on local or azure_batch"
+            )
 
         v = dict(self.azureml)
         identity = {
@@ -327,6 +370,45 @@ class Settings:
             experiment_name=v.get("scoring_experiment", "mnist-scoring"),
         )
 
+    def azure_batch_backend(self) -> AzureBatchBackend:
+        """Azure Batch compute, configured from the MNIST_AZBATCH_* / AZURE_BATCH_* settings."""
+        batch = dict(self.azure_batch)
+        if self.storage != "azure_blob":
+            raise SettingsError(
+                "azure_batch compute needs MNIST_STORAGE=azure_blob: Batch nodes read inputs from and write "
+                "outputs to Azure Blob"
+            )
+        if not batch.get("AZURE_BATCH_ACCOUNT_URL"):
+            raise SettingsError(
+                "azure_batch compute needs AZURE_BATCH_ACCOUNT_URL (https://<account>.<region>.batch.azure.com)"
+            )
+        fields: dict[str, Any] = {"account_url": batch["AZURE_BATCH_ACCOUNT_URL"]}
+        if "AZURE_BATCH_ACCOUNT_KEY" in batch:
+            fields["account_key"] = dg.EnvVar("AZURE_BATCH_ACCOUNT_KEY")
+        for var, key in (
+            ("AZURE_BATCH_ACCOUNT_NAME", "account_name"),
+            ("MNIST_AZBATCH_POOL_ID", "pool_id"),
+            ("MNIST_AZBATCH_VM_SIZE", "vm_size"),
+            ("MNIST_AZBATCH_NODE_AGENT_SKU", "node_agent_sku_id"),
+            ("MNIST_AZBATCH_AUTOSCALE_FORMULA", "autoscale_formula"),
+        ):
+            if var in batch:
+                fields[key] = batch[var]
+        if image := batch.get("MNIST_AZBATCH_IMAGE"):
+            parts = image.split(":")
+            if len(parts) != 3 or not all(parts):
+                raise SettingsError(
+                    f"MNIST_AZBATCH_IMAGE: expected 'publisher:offer:sku' (e.g. canonical:ubuntu-24_04-lts:server), found {image!r}"
+                )
+            fields["image_publisher"], fields["image_offer"], fields["image_sku"] = parts
+        if mode := batch.get("MNIST_AZBATCH_POOL_MODE"):
+            fields["pool_mode"] = _choice("MNIST_AZBATCH_POOL_MODE", mode, POOL_MODES)
+        if count := batch.get("MNIST_AZBATCH_NODE_COUNT"):
+            fields["node_count"] = _positive("MNIST_AZBATCH_NODE_COUNT", count, int)
+        if hours := batch.get("MNIST_AZBATCH_JOB_RETENTION_HOURS"):
+            fields["job_retention_hours"] = _positive("MNIST_AZBATCH_JOB_RETENTION_HOURS", hours, float)
+        return AzureBatchBackend(**fields)
+
     def event_queue(self, queue: str) -> BlobEventQueue:
         return BlobEventQueue(queue=queue, account_url=self.azure_queue_url, **self._azure_credentials())
 
@@ -364,6 +446,7 @@ class Settings:
             "storage": self.object_store(),
             "training_compute": self.compute_backend("training"),
             "scoring_compute": self.compute_backend("scoring"),
+            "ingest_compute": self.compute_backend("ingest"),
             "mnist_source": MnistSource(location=self.source, checksums=self.source_checksums),
             "quality": QualityGate(min_accuracy=self.min_accuracy),
         }

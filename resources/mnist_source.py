@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -13,12 +11,12 @@ from pydantic import Field
 
 from resources.storage import ObjectStore
 
-MNIST_FILES = (
-    "train-images-idx3-ubyte.gz",
-    "train-labels-idx1-ubyte.gz",
-    "t10k-images-idx3-ubyte.gz",
-    "t10k-labels-idx1-ubyte.gz",
-)
+# Download and verification live with the workload (its `ingest` task uses them on remote compute); the
+# orchestration side uses the very same functions, so both accept and refuse the same files.
+from workload.ingest import MAX_FILE_BYTES, MNIST_FILES, SourceError, download, verify_md5
+
+__all__ = ["MAX_FILE_BYTES", "MNIST_FILES", "FetchedFile", "MnistSource", "SourceError", "StoredSetSource"]
+
 CANONICAL_URL = "https://ossci-datasets.s3.amazonaws.com/mnist/"
 CANONICAL_MD5 = {
     "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
@@ -26,11 +24,6 @@ CANONICAL_MD5 = {
     "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
     "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
 }
-MAX_FILE_BYTES = 64 * 1024 * 1024  # the real train images are ~10 MB; refuse runaway downloads
-
-
-class SourceError(RuntimeError):
-    """The source could not provide a verified file. The message says what and where."""
 
 
 @dataclass(frozen=True)
@@ -83,6 +76,10 @@ class MnistSource(dg.ConfigurableResource):
     def describe(self) -> str:
         return self.location
 
+    def worker_location(self) -> str:
+        """The location as a worker process sees it: an absolute directory (workers run elsewhere), or the URL."""
+        return str(self._local_dir().resolve()) if self._is_local() else self.location
+
     def _is_local(self) -> bool:
         scheme = urlparse(self.location).scheme
         return scheme in ("", "file") or (len(scheme) == 1 and self.location[1] == ":")
@@ -105,40 +102,12 @@ class MnistSource(dg.ConfigurableResource):
         return self._download(self._url(name))
 
     def _download(self, url: str) -> bytes:
-        import requests
-
-        last: Exception | None = None
-        for attempt in range(1, self.attempts + 1):
-            try:
-                with requests.get(url, timeout=self.timeout_seconds, stream=True) as resp:
-                    if resp.status_code == 404:
-                        raise SourceError(f"{url}: not found (HTTP 404)")
-                    if 400 <= resp.status_code < 500:
-                        raise SourceError(f"{url}: refused with HTTP {resp.status_code}")
-                    resp.raise_for_status()
-                    expected_len = resp.headers.get("Content-Length")
-                    chunks, size = [], 0
-                    for chunk in resp.iter_content(1 << 16):
-                        size += len(chunk)
-                        if size > MAX_FILE_BYTES:
-                            raise SourceError(f"{url}: larger than {MAX_FILE_BYTES} bytes; not an MNIST file")
-                        chunks.append(chunk)
-                    data = b"".join(chunks)
-                    if expected_len is not None and int(expected_len) != len(data):
-                        raise requests.ConnectionError(f"truncated: {len(data)} of {expected_len} bytes")
-                    return data
-            except SourceError:
-                raise
-            except (
-                requests.ConnectionError,
-                requests.Timeout,
-                requests.HTTPError,
-                requests.exceptions.ChunkedEncodingError,  # connection dropped mid-body
-            ) as exc:
-                last = exc
-                if attempt < self.attempts:
-                    time.sleep(self.backoff_seconds * 2 ** (attempt - 1))
-        raise SourceError(f"{url}: failed after {self.attempts} attempts ({type(last).__name__}: {last})")
+        return download(
+            url,
+            timeout_seconds=self.timeout_seconds,
+            attempts=self.attempts,
+            backoff_seconds=self.backoff_seconds,
+        )
 
     def expected_checksums(self) -> dict[str, str]:
         """md5 per file, from the most authoritative place available; refuses to guess."""
@@ -165,12 +134,7 @@ class MnistSource(dg.ConfigurableResource):
     def fetch(self, name: str, expected_md5: str) -> FetchedFile:
         origin = str(self._local_dir() / name) if self._is_local() else self._url(name)
         data = self._read(name)
-        md5 = hashlib.md5(data).hexdigest()
-        if md5 != expected_md5:
-            raise SourceError(
-                f"{origin}: checksum mismatch: expected md5 {expected_md5}, found {md5} ({len(data)} bytes)"
-            )
-        return FetchedFile(name, data, md5, origin)
+        return FetchedFile(name, data, verify_md5(data, expected_md5, origin), origin)
 
 
 class StoredSetSource:
@@ -207,9 +171,6 @@ class StoredSetSource:
                 f"{self.store.uri(path)}: missing (expected the MNIST file {name} in the training set)"
             )
         data = self.store.get_bytes(path)
-        md5 = hashlib.md5(data).hexdigest()
-        if md5 != expected_md5:
-            raise SourceError(
-                f"{self.store.uri(path)}: checksum mismatch: expected md5 {expected_md5}, found {md5} ({len(data)} bytes)"
-            )
-        return FetchedFile(name, data, md5, self.store.uri(path))
+        return FetchedFile(
+            name, data, verify_md5(data, expected_md5, self.store.uri(path)), self.store.uri(path)
+        )

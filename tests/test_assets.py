@@ -37,6 +37,7 @@ class Env:
             "storage": self.storage,
             "training_compute": LocalProcessBackend(work_dir=str(self.tmp / "compute")),
             "scoring_compute": LocalProcessBackend(work_dir=str(self.tmp / "compute")),
+            "ingest_compute": LocalProcessBackend(work_dir=str(self.tmp / "compute")),
             "mnist_source": MnistSource(location=str(self.source)),
             "quality": QualityGate(min_accuracy=self.min_accuracy),
         }

@@ -1,4 +1,4 @@
-"""Command line of the workload: `python -m workload {train,score} --input k=path --output k=path --params JSON`."""
+"""Command line of the workload: `python -m workload {ingest,train,score} --input k=path --output k=path --params JSON`."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def _pairs(values: list[str], what: str) -> dict[str, Path]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m workload")
-    parser.add_argument("task", choices=["train", "score"])
+    parser.add_argument("task", choices=["ingest", "train", "score"])
     parser.add_argument("--input", action="append", default=[])
     parser.add_argument("--output", action="append", default=[])
     parser.add_argument("--params", default="{}")
@@ -30,7 +30,11 @@ def main(argv: list[str] | None = None) -> int:
     inputs, outputs = _pairs(args.input, "input"), _pairs(args.output, "output")
     params = json.loads(args.params)
     with reporter() as report:
-        if args.task == "train":
+        if args.task == "ingest":
+            from .ingest import ingest
+
+            ingest(inputs.get("source"), outputs["raw"], params, report)
+        elif args.task == "train":
             from .train import train
 
             train(inputs["raw"], outputs["model"], params, report)

@@ -196,7 +196,9 @@ class LocalProcessBackend(ComputeBackend):
         for name, prefix in request.outputs.items():
             # Manifest-like files go last, so whoever sees them sees everything else already.
             store.upload_dir(
-                self._job_dir(job_id) / "outputs" / name, prefix, last=("metrics.json", "summary.json")
+                self._job_dir(job_id) / "outputs" / name,
+                prefix,
+                last=("metrics.json", "summary.json", "_manifest.json"),
             )
 
     def _stderr_tail(self, job_id: str) -> str:
