@@ -462,6 +462,8 @@ class Gateway:
         record.values.update(operation=decision.operation, job=decision.job)
         if decision.run_id:
             record.values["run_id"] = decision.run_id
+        if adf_run := _adf_run_id(decision):
+            record.values["adf_run_id"] = adf_run  # which ADF pipeline run asked (the idempotency key)
         if not decision.allowed:
             record.emit("deny", decision.status, decision.reason)
             return _error(decision.status, decision.reason)
@@ -531,6 +533,15 @@ def dynamic_partitions_of_jobs() -> dict[str, str]:
     from orchestration.adf_templates import jobs_of_code_location
 
     return {job.name: job.dynamic_partitions for job in jobs_of_code_location() if job.dynamic_partitions}
+
+
+def _adf_run_id(decision: Decision) -> str | None:
+    """The `adf/pipeline_run_id` tag of an allowed launch, if it has one."""
+    if decision.operation != "launchRun" or not decision.allowed:
+        return None
+    metadata = decision.forward["variables"]["executionParams"].get("executionMetadata") or {}
+    values = [t["value"] for t in metadata.get("tags") or [] if t["key"] == "adf/pipeline_run_id"]
+    return values[-1] if values else None  # Dagster keeps the last of repeated keys
 
 
 def _outcome(payload: Any, decision: Decision) -> dict[str, Any]:

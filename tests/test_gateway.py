@@ -278,6 +278,7 @@ def test_allowed_identity_launches_once_per_adf_run_and_reads_status(
     assert any(
         line["decision"] == "allow" and line["job"] == "train_model" and line.get("run_id") == run_id
         and line["oid"] == ADF_OID and line["identity"] == "adf-factory" and line["upstream_status"] == 200
+        and line["adf_run_id"] == key
         for line in lines
     ), lines  # fmt: skip
     assert token not in caplog.text and "Bearer" not in caplog.text
