@@ -7,10 +7,12 @@ Everything is real except Entra: a dagster-webserver and a dagster-daemon over a
 the shipped settings (instance/local/dagster.yaml unless --instance), and the gateway itself started as
 `python -m orchestration.gateway` (uvicorn) validating RS256 tokens against a JWKS served on 127.0.0.1.
 
-Burst: 100 launches of `train_model` at once straight to the webserver (the baseline; deleted after);
-then 100 at once through the gateway, each with its own idempotency key (ADF's run id); then the same
-100 again (ADF retrying). Every first request must be a LaunchRunSuccess, every retry the same run back,
-and the instance must hold exactly 100 runs with those keys. No daemon runs during the burst, so the runs
+Burst: 100 launches of `train_model` at once straight to the webserver (the baseline, with ADF run ids
+of their own; deleted after); then 100 at once through the gateway, each with its own ADF run id (tag
+`adf/pipeline_run_id`, the idempotency key of the instance's run coordinator); then the same 100 again
+(ADF retrying). Every first request must be a LaunchRunSuccess, every retry the same run back, and the
+instance must hold exactly 100 runs with those keys. The instance must use
+orchestration.run_coordinator's IdempotentQueuedRunCoordinator (the shipped local one does). No daemon runs during the burst, so the runs
 stay queued (the gateway and the webserver are what is measured); they are deleted afterwards.
 Latency: train once on synthetic digits, then 20 times: add a tiny inference batch, POST `score_batch`
 for it through the gateway, and take the run's STARTED time from Dagster; each run finishes before the
@@ -86,7 +88,7 @@ def body(
                     "jobName": job,
                 },
                 "runConfigData": config or {},
-                "executionMetadata": {"runId": key, "tags": all_tags},
+                "executionMetadata": {"tags": all_tags},
             }
         },
     }
@@ -170,11 +172,11 @@ def burst(dagster: Dagster, gateway: Gateway, entra: LocalEntra, n: int) -> list
     token = entra.token()
     keys = [str(uuid.uuid4()) for _ in range(n)]
     bodies = [body("train_model", k) for k in keys]
-    # Baseline: the same launches straight to the webserver (no gateway, no idempotency), then removed.
-    direct_bodies = [body("train_model", k) for k in keys]
-    for b in direct_bodies:
-        del b["variables"]["executionParams"]["executionMetadata"]["runId"]  # Dagster's schema has no runId
-    probe = dagster.graphql(LAUNCH, direct_bodies[0]["variables"])["data"]["launchRun"]["run"]["runId"]
+    # Baseline: the same launches straight to the webserver (no gateway; ADF run ids of their own, so the
+    # run coordinator does the same work as for the gateway's), then removed.
+    direct_bodies = [body("train_model", str(uuid.uuid4())) for _ in keys]
+    probe_body = body("train_model", str(uuid.uuid4()))  # the run an ADF Until loop polls during the burst
+    probe = dagster.graphql(LAUNCH, probe_body["variables"])["data"]["launchRun"]["run"]["runId"]
     direct_lat, direct, direct_total, direct_polls = asyncio.run(
         wave(dagster.url.removesuffix("/graphql"), None, direct_bodies, probe)
     )
@@ -189,9 +191,9 @@ def burst(dagster: Dagster, gateway: Gateway, entra: LocalEntra, n: int) -> list
     runs = [
         r
         for r in dagster.runs()
-        if any(t["key"] == "gateway/idempotency_key" and t["value"] in set(keys) for t in r["tags"])
+        if any(t["key"] == "adf/pipeline_run_id" and t["value"] in set(keys) for t in r["tags"])
     ]
-    distinct_keys = {t["value"] for r in runs for t in r["tags"] if t["key"] == "gateway/idempotency_key"}
+    distinct_keys = {t["value"] for r in runs for t in r["tags"] if t["key"] == "adf/pipeline_run_id"}
     print(
         f"\nBurst (load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs): {n} concurrent launches through "
         f"the gateway (Entra RS256 tokens), then the same {n} again"

@@ -8,11 +8,13 @@ runs and wipe assets. This Starlette app is the only thing ADF reaches. It serve
    a key from the tenant's JWKS, issuer of the tenant in its v1 or v2 form, one of the configured
    audiences, exp/nbf/iat within a minute's leeway, and an `oid` / `azp`-`appid` listed in the identity
    policy), or in local static-token mode a shared secret compared in constant time -> 401 otherwise;
-2. authorizes the GraphQL request with `gateway_policy.authorize` (launch an allowlisted job, read a run's
-   status; nothing else) -> 400/403 otherwise, and nothing is sent upstream;
-3. forwards the canonical form of the allowed request to the internal webserver, making launches
-   idempotent: a launch carrying `executionMetadata.runId` (ADF sends one derived from its own run id)
-   starts at most one Dagster run per key; a retry gets the same run back (see `Gateway._launch`);
+2. authorizes the GraphQL request with `gateway_policy.authorize` (launch an allowlisted job, add a
+   partition of such a job, read a run's status and its failure events; nothing else) -> 400/403
+   otherwise, and nothing is sent upstream;
+3. forwards the canonical form of the allowed request to the internal webserver, at most
+   `max_launches` launches at once. Idempotency is not the gateway's: the caller's tags pass through,
+   and the instance's run coordinator (orchestration/run_coordinator.py) starts at most one run per
+   `adf/pipeline_run_id`, with or without the gateway in front;
 4. logs one structured line per decision (identity, operation, job, decision, reason, upstream status,
    latency) and never the token or the Authorization header.
 
@@ -31,8 +33,7 @@ import math
 import os
 import threading
 import time
-import zlib
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,13 +42,12 @@ from typing import Any, Literal
 import httpx
 import jwt
 import yaml
-from graphql import DocumentNode, FieldNode, InlineFragmentNode, OperationDefinitionNode, print_ast
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from orchestration.gateway_policy import IDEMPOTENCY_TAG, Decision, Identity, authorize
+from orchestration.gateway_policy import Decision, Identity, authorize
 
 log = logging.getLogger("orchestration.gateway")
 
@@ -111,6 +111,9 @@ class GatewaySettings:
     # Launches forwarded at once. The webserver creates runs one after another anyway; queueing the rest
     # here keeps its threads free for status reads during a burst.
     max_launches: int = 2
+    # Job name -> name of its DynamicPartitionsDefinition: whose partitions an identity may add (only those
+    # of jobs it may launch). None: read from the code location when the app is created.
+    job_partitions: Mapping[str, str] | None = None
 
     @property
     def issuers(self) -> tuple[str, ...]:
@@ -394,7 +397,7 @@ class _Record:
 
 
 class Gateway:
-    """The request handling, holding the authenticator, the upstream client and the idempotency locks."""
+    """The request handling, holding the authenticator, the upstream client and the launch slots."""
 
     def __init__(
         self,
@@ -406,9 +409,9 @@ class Gateway:
         self.authenticator = authenticator
         self.transport = transport
         self.client: httpx.AsyncClient | None = None
-        # Launches with the same idempotency key are serialized (lookup + launch as one step); striped
-        # locks keep memory bounded whatever the number of keys.
-        self.locks = [asyncio.Lock() for _ in range(256)]
+        self.partitions: Mapping[str, str] = (
+            dynamic_partitions_of_jobs() if settings.job_partitions is None else settings.job_partitions
+        )
         self.launch_slots = asyncio.Semaphore(settings.max_launches)
 
     @asynccontextmanager
@@ -454,32 +457,27 @@ class Gateway:
             return body
         decision = authorize(
             identity, body.get("query"), body.get("variables"), body.get("operationName"),
-            location=self.settings.location,
+            location=self.settings.location, partitions=self.partitions,
         )  # fmt: skip
         record.values.update(operation=decision.operation, job=decision.job)
         if decision.run_id:
             record.values["run_id"] = decision.run_id
+        if adf_run := _adf_run_id(decision):
+            record.values["adf_run_id"] = adf_run  # which ADF pipeline run asked (the idempotency key)
         if not decision.allowed:
             record.emit("deny", decision.status, decision.reason)
             return _error(decision.status, decision.reason)
         # 3. Forward.
         try:
-            if decision.operation == "launchRun" and decision.idempotency_key:
-                record.values["idempotency_key"] = decision.idempotency_key
-                status, payload, replayed = await self._launch(decision)
-            elif decision.operation == "launchRun":
+            if decision.operation == "launchRun":
                 async with self.launch_slots:
                     status, payload = await self._post(decision.forward)
-                replayed = False
             else:
                 status, payload = await self._post(decision.forward)
-                replayed = False
         except httpx.HTTPError as error:
             record.emit("error", 502, f"upstream unreachable: {type(error).__name__}")
             return _error(502, "the Dagster webserver did not answer")
         record.values.update(upstream_status=status, **_outcome(payload, decision))
-        if replayed:
-            record.values["replayed"] = True
         record.emit("allow", status, decision.reason)
         return JSONResponse(payload, status_code=status)
 
@@ -528,83 +526,22 @@ class Gateway:
                 "errors": [{"message": f"the Dagster webserver answered {response.status_code} without JSON"}]
             }
 
-    async def _launch(self, decision: Decision) -> tuple[int, Any, bool]:
-        """Launch at most one run per idempotency key.
 
-        Dagster 1.13's GraphQL cannot take a caller's run id, so the key becomes a tag of the run. Under a
-        lock for the key: look for a run with the tag; if one exists, answer as its launch did (a
-        LaunchRunSuccess with the same run), else launch. ADF retries a Web activity sequentially, so one
-        gateway process serializes every retry; the tag lookup also covers a gateway restart. (Several
-        gateway replicas would need sticky routing per key; see the README.)"""
-        key = decision.idempotency_key
-        assert key is not None and decision.document is not None
-        async with self.locks[zlib.crc32(key.encode()) % len(self.locks)]:
-            existing = await self._find_run(key)
-            if existing is None:
-                async with self.launch_slots:
-                    status, payload = await self._post(decision.forward)
-                return status, payload, False
-            return 200, await self._replay(decision.document, existing), True
+def dynamic_partitions_of_jobs() -> dict[str, str]:
+    """Job name -> its dynamic partitions definition, read from the code location (as the ADF templates
+    are), so the gateway cannot drift from the jobs it lets ADF launch. Loading it touches no network."""
+    from orchestration.adf_templates import jobs_of_code_location
 
-    async def _find_run(self, key: str) -> str | None:
-        query = (
-            "query GatewayIdempotency($tags: [ExecutionTag!]) { runsOrError(filter: {tags: $tags}, limit: 1) {"
-            " __typename ... on Runs { results { runId } } ... on PythonError { message } } }"
-        )
-        status, payload = await self._post(
-            {"query": query, "variables": {"tags": [{"key": IDEMPOTENCY_TAG, "value": key}]}}
-        )
-        result = ((payload or {}).get("data") or {}).get("runsOrError") or {}
-        if status != 200 or result.get("__typename") != "Runs":
-            # Not knowing whether a run exists must not become a second run.
-            raise httpx.HTTPError(f"idempotency lookup failed ({status}, {result.get('__typename')})")
-        runs = result.get("results") or []
-        return runs[0]["runId"] if runs else None
-
-    async def _replay(self, document: DocumentNode, run_id: str) -> dict[str, Any]:
-        """The response a LaunchRunSuccess for `run_id` gives to the caller's own selection."""
-        op = next(d for d in document.definitions if isinstance(d, OperationDefinitionNode))
-        data: dict[str, Any] = {}
-        for node in _flat(op.selection_set.selections, "Mutation"):
-            key = node.alias.value if node.alias else node.name.value
-            if node.name.value == "__typename":
-                data[key] = "Mutation"
-                continue
-            result: dict[str, Any] = {}
-            for inner in _flat(
-                node.selection_set.selections if node.selection_set else (), "LaunchRunSuccess"
-            ):
-                inner_key = inner.alias.value if inner.alias else inner.name.value
-                if inner.name.value == "__typename":
-                    result[inner_key] = "LaunchRunSuccess"
-                elif inner.name.value == "run" and inner.selection_set is not None:
-                    result[inner_key] = await self._run_fields(run_id, print_ast(inner.selection_set))
-            data[key] = result
-        return {"data": data}
-
-    async def _run_fields(self, run_id: str, selection: str) -> Any:
-        query = (
-            "query GatewayReplay($runId: ID!) { runOrError(runId: $runId) {"
-            f" gatewayType: __typename ... on Run {selection} }} }}"
-        )
-        status, payload = await self._post({"query": query, "variables": {"runId": run_id}})
-        result = dict(((payload or {}).get("data") or {}).get("runOrError") or {})
-        if status != 200 or result.pop("gatewayType", None) != "Run":
-            raise httpx.HTTPError(f"could not read back run {run_id} ({status})")
-        return result
+    return {job.name: job.dynamic_partitions for job in jobs_of_code_location() if job.dynamic_partitions}
 
 
-def _flat(selections: Sequence[Any], type_name: str) -> list[FieldNode]:
-    """Fields that apply to an object of `type_name`, through inline fragments (in document order)."""
-    found: list[FieldNode] = []
-    for selection in selections:
-        if isinstance(selection, FieldNode):
-            found.append(selection)
-        elif isinstance(selection, InlineFragmentNode):
-            condition = selection.type_condition
-            if condition is None or condition.name.value == type_name:
-                found.extend(_flat(selection.selection_set.selections, type_name))
-    return found
+def _adf_run_id(decision: Decision) -> str | None:
+    """The `adf/pipeline_run_id` tag of an allowed launch, if it has one."""
+    if decision.operation != "launchRun" or not decision.allowed:
+        return None
+    metadata = decision.forward["variables"]["executionParams"].get("executionMetadata") or {}
+    values = [t["value"] for t in metadata.get("tags") or [] if t["key"] == "adf/pipeline_run_id"]
+    return values[-1] if values else None  # Dagster keeps the last of repeated keys
 
 
 def _outcome(payload: Any, decision: Decision) -> dict[str, Any]:

@@ -1,30 +1,40 @@
 """What an authenticated caller of the gateway may ask Dagster's GraphQL API: the pure part, no I/O.
 
-`authorize(identity, document, variables, operation_name)` parses the GraphQL document with
-graphql-core and allows exactly two things:
+`authorize(identity, document, variables, operation_name, location=..., partitions=...)` parses the
+GraphQL document with graphql-core and allows exactly what an ADF pipeline template needs
+(orchestration/adf_templates.py), nothing more:
 
 - **`launchRun`** (a mutation) of a job the identity is allowlisted for, in the configured code
   location, with only the execution parameters that launch that job as it is: `selector`
   (`repositoryLocationName`, `repositoryName`, `jobName`/`pipelineName`), `runConfigData` with op config
   only (`ops`: no `resources`, `execution` or `loggers`, which would override deployment settings), `mode`
-  ("default" only), and `executionMetadata` with `tags` (own tags, plus `dagster/partition` to pick
-  the partition) and `runId`, the caller's idempotency key (Dagster's schema has no such field: the
-  gateway turns it into the tag `IDEMPOTENCY_TAG`). Refused because each does more than launch the
-  job: `stepKeys` (step subset), `preset`, op/asset/check subsets in the selector, `rootRunId` /
-  `parentRunId` (re-execution lineage), and `dagster/*` system tags other than the partition (they
-  change retries, priority, step selection, concurrency...).
+  ("default" only), and `executionMetadata.tags` (the caller's own tags, passed through unchanged, among
+  them `adf/pipeline_run_id`, the idempotency key the instance's run coordinator acts on; plus
+  `dagster/partition` to pick the partition). Refused because each does more than launch the job:
+  `stepKeys` (step subset), `preset`, op/asset/check subsets in the selector, `rootRunId` /
+  `parentRunId` (re-execution lineage), `executionMetadata.runId` (not in Dagster 1.13's schema), and
+  `dagster/*` system tags other than the partition (they change retries, priority, step selection...).
+- **`addDynamicPartition`** (a mutation) of a dynamic partitions definition that belongs to a job the
+  identity may launch (`partitions`: job name -> its dynamic partitions definition), in this code
+  location: a partitioned job's run needs its partition to exist.
 - **`runOrError`** (a query) reading a run's status: only the fields in `RUN_STATUS_FIELDS` and
   error messages; no config, tags, logs, assets or stack traces.
+- **`logsForRun`** (a query) reading, of a run's events, only the *failure* events' words: a step
+  failure's `stepKey`, `message` and `error { message causes { message } }`, a run failure's or
+  cancellation's `message`; every other event only as `__typename`. This is how a pipeline reports
+  Dagster's error when a run ends FAILURE or CANCELED. Unlike the rest, this selection is checked by
+  type: fields of events are allowed only inside `... on ExecutionStepFailureEvent` /
+  `RunFailureEvent` / `RunCanceledEvent`, so no fragment on another event type can read log messages.
 
-Both results may be narrowed with inline fragments (`... on LaunchRunSuccess`), and `__typename` is
+Results may be narrowed with inline fragments (`... on LaunchRunSuccess`), and `__typename` is
 allowed anywhere. Everything else is refused, with a reason: other mutations or queries, introspection,
 several operations or several top-level fields, named fragments (they could carry fields out of sight
 of a per-field check), directives, subscriptions, variable defaults (the value checked must be the value
 used), and nested fields outside the allowlists.
 
-The check is by field *path*, not by schema type: a field is allowed when its path of field names
-(aliases ignored) is in the allowlist, whatever inline fragments sit between. That is stricter than a
-type-aware check and needs no schema.
+Outside the events of `logsForRun`, the check is by field *path*, not by schema type: a field is allowed
+when its path of field names (aliases ignored) is in the allowlist, whatever inline fragments sit
+between. That is stricter than a type-aware check and needs no schema.
 """
 
 from __future__ import annotations
@@ -64,7 +74,7 @@ RUN_STATUS_FIELDS: frozenset[str] = frozenset(
 ERROR_FIELDS: frozenset[str] = frozenset({"__typename", "message"})
 
 # Allowed selections: field name -> allowed sub-selection (None: a leaf, no sub-selection).
-Tree = Mapping[str, "Tree | None"]
+Tree = Mapping[str, "Tree | ByType | None"]
 _RUN: Tree = dict.fromkeys(RUN_STATUS_FIELDS)
 LAUNCH_RUN_RESULT: Tree = {
     **dict.fromkeys(ERROR_FIELDS),  # PipelineNotFoundError, RunConflict, InvalidSubsetError, PythonError...
@@ -73,11 +83,60 @@ LAUNCH_RUN_RESULT: Tree = {
     "errors": {"__typename": None, "message": None, "reason": None},
 }
 RUN_OR_ERROR_RESULT: Tree = {**_RUN, **dict.fromkeys(ERROR_FIELDS)}  # Run | RunNotFoundError | PythonError
+# AddDynamicPartitionSuccess | DuplicateDynamicPartitionError | UnauthorizedError | PythonError
+ADD_PARTITION_RESULT: Tree = {
+    **dict.fromkeys(ERROR_FIELDS),
+    "partitionsDefName": None,
+    "partitionKey": None,
+}
+
+
+@dataclass(frozen=True)
+class ByType:
+    """A selection checked by type: directly (or through fragments on other types) only `common`; inside
+    `... on <T>` for a T of `types`, the tree `types[T]`. For lists of events, where a path-based check
+    could not tell a failure's message from any other event's."""
+
+    types: Mapping[str, Tree]
+    common: Tree = field(default_factory=lambda: {"__typename": None})
+
+
+_ERROR_MESSAGE: Tree = {"__typename": None, "message": None}
+# The failure events of a run, and of them only what says what went wrong (no stack, no metadata).
+FAILURE_EVENTS = ByType(
+    {
+        "ExecutionStepFailureEvent": {
+            "__typename": None,
+            "stepKey": None,
+            "message": None,
+            "error": {**_ERROR_MESSAGE, "causes": _ERROR_MESSAGE},
+        },
+        "RunFailureEvent": _ERROR_MESSAGE,
+        "RunCanceledEvent": _ERROR_MESSAGE,
+    }
+)
+LOGS_FOR_RUN_RESULT: Tree = {  # EventConnection | RunNotFoundError | PythonError
+    **dict.fromkeys(ERROR_FIELDS),
+    "events": FAILURE_EVENTS,
+}
 
 # Top-level fields and the operation type each belongs to.
 OPERATIONS: dict[str, tuple[OperationType, Tree]] = {
     "launchRun": (OperationType.MUTATION, LAUNCH_RUN_RESULT),
+    "addDynamicPartition": (OperationType.MUTATION, ADD_PARTITION_RESULT),
     "runOrError": (OperationType.QUERY, RUN_OR_ERROR_RESULT),
+    "logsForRun": (OperationType.QUERY, LOGS_FOR_RUN_RESULT),
+}
+# Each operation's arguments (all required) and their GraphQL types, for the forwarded request.
+ARGUMENTS: dict[str, dict[str, str]] = {
+    "launchRun": {"executionParams": "ExecutionParams"},
+    "addDynamicPartition": {
+        "repositorySelector": "RepositorySelector",
+        "partitionsDefName": "String",
+        "partitionKey": "String",
+    },
+    "runOrError": {"runId": "ID"},
+    "logsForRun": {"runId": "ID"},
 }
 
 # Top-level run config sections a caller may send: op config only (see `_authorize_launch`).
@@ -91,9 +150,7 @@ MAX_TOKENS = 2_000  # graphql-core stops parsing beyond this: no parser work for
 # A run id is used in URLs and file names by Dagster; ADF's run ids are GUIDs.
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 REPOSITORY_NAME = "__repository__"  # Dagster's name for a code location's single Definitions
-# Dagster 1.13's GraphQL schema has no `executionMetadata.runId`, so the gateway takes the caller's runId as
-# an idempotency key, removes it, and marks the run with this tag instead (see orchestration/gateway.py).
-IDEMPOTENCY_TAG = "gateway/idempotency_key"
+MAX_PARTITION_KEY = 1024  # an inference batch name; Dagster checks the characters itself
 
 
 @dataclass(frozen=True)
@@ -123,7 +180,6 @@ class Decision:
     # variable, and the resolved value of that variable (so what was checked is exactly what runs).
     forward: dict[str, Any] = field(default_factory=dict)
     document: DocumentNode | None = None
-    idempotency_key: str | None = None
 
 
 class _Refused(Exception):
@@ -148,10 +204,12 @@ def authorize(
     operation_name: str | None,
     *,
     location: str = "mnist",
+    partitions: Mapping[str, str] | None = None,
 ) -> Decision:
     """Decide whether `identity` may send this GraphQL request (see the module docstring).
 
-    `location` is the code location whose jobs may be launched."""
+    `location` is the code location whose jobs may be launched; `partitions` maps each job with dynamic
+    partitions to the name of its `DynamicPartitionsDefinition` (none: no partition may be added)."""
     operation: str | None = None
     try:
         if not isinstance(document, str) or not document.strip():
@@ -178,8 +236,10 @@ def authorize(
         args = {arg.name.value: arg.value for arg in field_node.arguments}
         if operation == "launchRun":
             decision = _authorize_launch(identity, args, dict(variables), location)
+        elif operation == "addDynamicPartition":
+            decision = _authorize_add_partition(identity, args, dict(variables), location, partitions or {})
         else:
-            decision = _authorize_status(args, dict(variables))
+            decision = _authorize_run_read(operation, args, dict(variables))
         if not decision.allowed:
             return decision
         return _with_forward(decision, doc, op, field_node)
@@ -190,25 +250,26 @@ def authorize(
 def _with_forward(
     decision: Decision, doc: DocumentNode, op: OperationDefinitionNode, node: FieldNode
 ) -> Decision:
-    """The decision plus the canonical request: `op` with its one argument passed as one variable."""
-    arg, type_name = (
-        ("executionParams", "ExecutionParams") if decision.operation == "launchRun" else ("runId", "ID")
-    )
-    op.variable_definitions = (
+    """The decision plus the canonical request: `op` with each of its arguments passed as a variable."""
+    assert decision.operation is not None
+    types = ARGUMENTS[decision.operation]
+    op.variable_definitions = tuple(
         VariableDefinitionNode(
             variable=VariableNode(name=NameNode(value=arg)),
             type=NonNullTypeNode(type=NamedTypeNode(name=NameNode(value=type_name))),
             directives=(),
-        ),
+        )
+        for arg, type_name in types.items()
     )
-    node.arguments = (ArgumentNode(name=NameNode(value=arg), value=VariableNode(name=NameNode(value=arg))),)
-    value = decision.forward[arg]
-    forward = {"query": print_ast(doc), "variables": {arg: value}}
+    node.arguments = tuple(
+        ArgumentNode(name=NameNode(value=arg), value=VariableNode(name=NameNode(value=arg))) for arg in types
+    )
+    forward = {"query": print_ast(doc), "variables": {arg: decision.forward[arg] for arg in types}}
     if op.name is not None:
         forward["operationName"] = op.name.value
     return Decision(
         True, 200, decision.reason, operation=decision.operation, job=decision.job, run_id=decision.run_id,
-        forward=forward, document=doc, idempotency_key=decision.idempotency_key,
+        forward=forward, document=doc,
     )  # fmt: skip
 
 
@@ -240,6 +301,9 @@ def _single_operation(doc: DocumentNode, operation_name: str | None) -> Operatio
     return op
 
 
+_SERVED = ", ".join(OPERATIONS)
+
+
 def _single_top_level_field(op: OperationDefinitionNode) -> FieldNode:
     """The one data field of the operation (`__typename` may sit beside it)."""
     fields = _fields(op.selection_set, "the operation")
@@ -249,12 +313,12 @@ def _single_top_level_field(op: OperationDefinitionNode) -> FieldNode:
             raise _bad("__typename takes no arguments or selections")
     if len(data) != 1:
         names = ", ".join(f.name.value for f in data) or "none"
-        raise _forbidden(f"exactly one top-level field (launchRun or runOrError) is allowed, found: {names}")
+        raise _forbidden(f"exactly one top-level field ({_SERVED}) is allowed, found: {names}")
     node = data[0]
     name = node.name.value
     if name not in OPERATIONS:
         what = "introspection" if name.startswith("__") else f"'{name}'"
-        raise _forbidden(f"{what} is not allowed: this gateway serves only launchRun and runOrError")
+        raise _forbidden(f"{what} is not allowed: this gateway serves only {_SERVED}")
     return node
 
 
@@ -277,9 +341,12 @@ def _fields(selection_set: SelectionSetNode | None, where: str) -> list[FieldNod
     return found
 
 
-def _check_selection(selection_set: SelectionSetNode | None, allowed: Tree, path: str) -> None:
+def _check_selection(selection_set: SelectionSetNode | None, allowed: Tree | ByType, path: str) -> None:
     if selection_set is None:
         raise _bad(f"'{path}' needs a selection of fields")
+    if isinstance(allowed, ByType):
+        _check_by_type(selection_set, allowed, path)
+        return
     for node in _fields(selection_set, path):
         name = node.name.value
         here = f"{path}.{name}"
@@ -296,6 +363,28 @@ def _check_selection(selection_set: SelectionSetNode | None, allowed: Tree, path
             _check_selection(node.selection_set, below, here)
 
 
+def _check_by_type(selection_set: SelectionSetNode, allowed: ByType, path: str) -> None:
+    """Fields outside a fragment on one of `allowed.types` must be in `allowed.common`.
+
+    A fragment on another type (an interface such as `MessageEvent`, or no type condition) is checked
+    the same way, so it can only reach the listed types through a fragment on them."""
+    for selection in selection_set.selections:
+        if selection.directives:
+            raise _forbidden("directives are not allowed")
+        if isinstance(selection, FieldNode):
+            _check_selection(SelectionSetNode(selections=(selection,)), allowed.common, path)
+        elif isinstance(selection, InlineFragmentNode):
+            condition = selection.type_condition.name.value if selection.type_condition else None
+            if condition is not None and condition in allowed.types:
+                _check_selection(selection.selection_set, allowed.types[condition], f"{path}<{condition}>")
+            else:
+                _check_by_type(selection.selection_set, allowed, path)
+        elif isinstance(selection, FragmentSpreadNode):
+            raise _forbidden(f"fragment spreads are not allowed (in {path}); use inline fragments")
+        else:  # pragma: no cover - graphql-core has no other selection kinds
+            raise _bad(f"unexpected selection in {path}")
+
+
 def _value(args: Mapping[str, Any], name: str, variables: dict[str, Any], operation: str) -> Any:
     """An argument's value as the server will see it: literal, variable, or literal holding variables."""
     extra = sorted(set(args) - {name})
@@ -309,11 +398,62 @@ def _value(args: Mapping[str, Any], name: str, variables: dict[str, Any], operat
     return value
 
 
-def _authorize_status(args: Mapping[str, Any], variables: dict[str, Any]) -> Decision:
-    run_id = _value(args, "runId", variables, "runOrError")
+def _authorize_run_read(operation: str, args: Mapping[str, Any], variables: dict[str, Any]) -> Decision:
+    """`runOrError` / `logsForRun`: one run, by id (the selection is checked by the caller)."""
+    run_id = _value(args, "runId", variables, operation)
     if not isinstance(run_id, str) or not RUN_ID.match(run_id):
-        raise _bad("runOrError: 'runId' must be a run id (letters, digits, '-' or '_', at most 64)")
-    return Decision(True, 200, "run status", operation="runOrError", run_id=run_id, forward={"runId": run_id})
+        raise _bad(f"{operation}: 'runId' must be a run id (letters, digits, '-' or '_', at most 64)")
+    reason = "run status" if operation == "runOrError" else "failure events of a run"
+    return Decision(True, 200, reason, operation=operation, run_id=run_id, forward={"runId": run_id})
+
+
+def _authorize_add_partition(
+    identity: Identity,
+    args: Mapping[str, Any],
+    variables: dict[str, Any],
+    location: str,
+    partitions: Mapping[str, str],
+) -> Decision:
+    operation = "addDynamicPartition"
+    names = ARGUMENTS[operation]
+    extra = sorted(set(args) - set(names))
+    if extra:
+        raise _forbidden(f"{operation} takes only {', '.join(names)}, found: {', '.join(extra)}")
+    values = {
+        name: _value({n: args[n] for n in args if n == name}, name, variables, operation) for name in names
+    }
+    selector = values["repositorySelector"]
+    if not isinstance(selector, dict):
+        raise _bad(f"{operation}: 'repositorySelector' must be an object naming the code location")
+    _only(selector, {"repositoryLocationName", "repositoryName"}, "repositorySelector")
+    if selector.get("repositoryLocationName") != location:
+        raise _forbidden(f"repositorySelector.repositoryLocationName must be {location!r}")
+    if selector.get("repositoryName") != REPOSITORY_NAME:
+        raise _forbidden(f"repositorySelector.repositoryName must be {REPOSITORY_NAME!r}")
+    definition, key = values["partitionsDefName"], values["partitionKey"]
+    if not isinstance(definition, str) or not definition:
+        raise _bad(f"{operation}: 'partitionsDefName' must name a dynamic partitions definition")
+    if not isinstance(key, str) or not key.strip() or len(key) > MAX_PARTITION_KEY:
+        raise _bad(
+            f"{operation}: 'partitionKey' must be a non-empty string of at most {MAX_PARTITION_KEY} characters"
+        )
+    # Only the partitions of a job the identity may launch: adding one is part of launching that job.
+    jobs = sorted(job for job in identity.jobs if partitions.get(job) == definition)
+    if not jobs:
+        allowed = ", ".join(sorted({partitions[j] for j in identity.jobs if j in partitions})) or "none"
+        return Decision(
+            False, 403,
+            f"partitions {definition!r} do not belong to a job this identity may launch (allowed: {allowed})",
+            operation=operation,
+        )  # fmt: skip
+    forward = {
+        "repositorySelector": {"repositoryLocationName": location, "repositoryName": REPOSITORY_NAME},
+        "partitionsDefName": definition,
+        "partitionKey": key,
+    }
+    return Decision(
+        True, 200, f"partition of job {jobs[0]!r}", operation=operation, job=jobs[0], forward=forward
+    )
 
 
 def _authorize_launch(
@@ -359,26 +499,20 @@ def _authorize_launch(
         # not launch parameters. Only op config (e.g. training hyperparameters) is the caller's.
         _only(config, set(ALLOWED_RUN_CONFIG_KEYS), "runConfigData")
 
-    key = None
     forwarded = {k: v for k, v in params.items() if v is not None}
     metadata = params.get("executionMetadata")
     if metadata is not None:
         if not isinstance(metadata, dict):
             raise _bad("executionParams.executionMetadata must be an object")
-        _only(metadata, {"runId", "tags"}, "executionMetadata")
-        key = metadata.get("runId")
-        if key is not None and (not isinstance(key, str) or not RUN_ID.match(key)):
-            raise _bad(
-                "executionMetadata.runId must be letters, digits, '-' or '_' (at most 64), e.g. a GUID"
-            )
+        # No runId: Dagster 1.13's schema has none. Idempotency is the run coordinator's, keyed by the
+        # `adf/pipeline_run_id` tag, which passes through here like any other tag of the caller's.
+        _only(metadata, {"tags"}, "executionMetadata")
         tags = metadata.get("tags") or []
         _check_tags(tags)
-        if key is not None:
-            tags = [*tags, {"key": IDEMPOTENCY_TAG, "value": key}]
         forwarded["executionMetadata"] = {"tags": tags}
     return Decision(
         True, 200, "launch of an allowed job", operation="launchRun", job=job,
-        forward={"executionParams": forwarded}, idempotency_key=key,
+        forward={"executionParams": forwarded},
     )  # fmt: skip
 
 
@@ -395,8 +529,6 @@ def _check_tags(tags: Any) -> None:
             raise _bad("tag keys and values must be strings (keys not empty)")
         if len(key) > MAX_TAG_KEY or len(value) > MAX_TAG_VALUE:
             raise _bad(f"tag too long (key at most {MAX_TAG_KEY}, value at most {MAX_TAG_VALUE} characters)")
-        if key == IDEMPOTENCY_TAG:
-            raise _forbidden(f"tag {key!r} is set by the gateway from executionMetadata.runId")
         system = key.lstrip(".").startswith("dagster/") or key.startswith(".")
         if system and key not in ALLOWED_SYSTEM_TAGS:
             raise _forbidden(

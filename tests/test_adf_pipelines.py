@@ -1,11 +1,18 @@
 """The generated ADF pipeline templates, executed by the ADF interpreter against a real
 dagster-webserver + dagster-daemon on loopback, on the production instance settings (PostgreSQL when
-127.0.0.1:5432 answers, else SQLite; see tests/instance.py).
+127.0.0.1:5432 answers, else SQLite; see tests/instance.py), THROUGH the authenticating gateway
+(orchestration/gateway.py, Entra mode): the interpreter's managed identity hands out RS256 tokens
+signed by the local JWKS stand-in (tests/gateway_support.py), and the gateway checks every request
+against its policy before the webserver sees it, as in production.
 
-Scenarios: success (train_model with a run config and tags), invalid run config (HTTP 200 with
-RunConfigValidationInvalid), run failure (score_batch on a batch that is not MNIST-shaped), unknown job,
-a retried launch (the first answer is lost, ADF retries, one Dagster run) and concurrent duplicate
-launches. Time is scaled: a poll interval of 10 s takes 0.2 s, a retry interval of 30 s 0.6 s.
+Scenarios through the gateway: success (train_model with a run config and tags), invalid run config
+(HTTP 200 with RunConfigValidationInvalid), run failure (score_batch on a batch that is not
+MNIST-shaped: adds the partition, reads the failure events), a retried launch (the first answer is
+lost between gateway and ADF, ADF retries, one Dagster run: the run coordinator's idempotency), and a
+job the identity may not launch (the gateway's 403 fails the pipeline). Straight to the webserver:
+unknown job (Dagster's own PipelineNotFoundError; through the gateway it is a 403 like any job not
+allowlisted) and concurrent duplicate launches. Time is scaled: a poll interval of 10 s takes 0.2 s, a
+retry interval of 30 s 0.6 s.
 """
 
 from __future__ import annotations
@@ -24,7 +31,9 @@ from typing import Any, cast
 import pytest
 
 from orchestration.adf_templates import LAUNCH_QUERY, OUTPUT_DIR
+from orchestration.gateway import GatewaySettings, create_app
 from tests.adf_interpreter import Interpreter, PipelineRun
+from tests.gateway_support import AUDIENCE, LocalEntra, serve
 from tests.instance import instance_yaml
 from tests.synthetic import make_digits, write_source
 from tests.webserver import dagster_services, graphql
@@ -32,8 +41,6 @@ from workload.mnist_idx import encode_idx
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
-TOKEN = "static-test-token"  # the managed identity's token (the gateway's tests use real JWTs)
-AUDIENCE = "api://dagster-gateway"
 SMALL_MODEL = {"ops": {"mnist_model": {"config": {"pca_components": 10, "kernel_components": 50}}}}
 RUNS_BY_KEY = """query Runs($key: String!) {
   runsOrError(filter: {tags: [{key: "adf/pipeline_run_id", value: $key}]}) {
@@ -48,7 +55,10 @@ def template(job: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    """Webserver + daemon over a fresh instance and local storage with synthetic MNIST as the source."""
+    """Webserver + daemon over a fresh instance and local storage with synthetic MNIST as the source, and
+    the gateway in front of them (the ADF identity may launch train_model and score_batch).
+
+    `url` is the webserver itself (how the tests see the truth), `gateway` what ADF calls."""
     tmp = tmp_path_factory.mktemp("adf")
     write_source(tmp / "source", n_train=300, n_test=100)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE", "MNIST_", "DAGSTER_"))}
@@ -58,9 +68,22 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         MNIST_WORK_DIR=str(tmp / "compute"),
         MNIST_MIN_ACCURACY="0.8",
     )
-    with instance_yaml(tmp / "home") as instance, dagster_services(tmp / "home", env) as services:
+    entra = LocalEntra()
+    with (
+        instance_yaml(tmp / "home") as instance,
+        dagster_services(tmp / "home", env) as services,
+        serve(
+            create_app(
+                GatewaySettings.from_env(
+                    {**entra.settings_env(), "MNIST_GATEWAY_UPSTREAM": services.graphql_url}
+                )
+            )
+        ) as gateway,
+    ):
         yield {
             "url": services.graphql_url,
+            "gateway": f"{gateway}/graphql",
+            "entra": entra,
             "storage": tmp / "storage",
             "instance": instance,
             "log": services.log,
@@ -74,21 +97,27 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             ]["results"]
         ):
             time.sleep(0.5)
+    entra.close()
 
 
 class ManagedIdentity:
-    """Hands out a static token for any audience and remembers which audiences were asked for."""
+    """The factory's managed identity: an Entra-shaped RS256 token for the audience asked for (as IMDS
+    would give it), signed by the local tenant the gateway trusts. Remembers audiences and tokens."""
 
-    def __init__(self) -> None:
+    def __init__(self, entra: LocalEntra) -> None:
+        self.entra = entra
         self.audiences: list[str] = []
+        self.tokens: set[str] = set()
 
     def __call__(self, resource: str) -> str:
         self.audiences.append(resource)
-        return TOKEN
+        token = self.entra.token(aud=resource)
+        self.tokens.add(token)
+        return token
 
 
-def interpreter(identity: ManagedIdentity | None = None) -> Interpreter:
-    return Interpreter(token_provider=identity or ManagedIdentity(), time_scale=0.02)
+def interpreter(site: dict[str, Any], identity: ManagedIdentity | None = None) -> Interpreter:
+    return Interpreter(token_provider=identity or ManagedIdentity(site["entra"]), time_scale=0.02)
 
 
 def params(url: str, **extra: Any) -> dict[str, Any]:
@@ -111,11 +140,11 @@ Trained = tuple[PipelineRun, Interpreter, ManagedIdentity]
 @pytest.fixture(scope="module")
 def trained(site: dict[str, Any]) -> Trained:
     """The success scenario: ADF runs the train_model template with a run config and its own tags."""
-    identity = ManagedIdentity()
-    adf = interpreter(identity)
+    identity = ManagedIdentity(site["entra"])
+    adf = interpreter(site, identity)
     run = adf.run(
         template("train_model"),
-        params(site["url"], run_config=SMALL_MODEL, tags=[{"key": "team", "value": "ml"}]),
+        params(site["gateway"], run_config=SMALL_MODEL, tags=[{"key": "team", "value": "ml"}]),
     )
     return run, adf, identity
 
@@ -135,14 +164,16 @@ def test_success_launches_one_run_with_config_and_tags_and_waits_for_it(
     assert (site["storage"] / "models" / "mnist" / "current.json").exists()
     # It polled until the end (more than one status request), with the managed identity's token each time.
     assert len(run.runs_of("Get status")) >= 2 and run.runs_of("Get failure") == []
-    assert {r["headers"]["Authorization"] for r in adf.requests} == {f"Bearer {TOKEN}"}
+    # Every request went to the gateway with a token the managed identity got for the gateway's audience.
+    assert {r["url"] for r in adf.requests} == {site["gateway"]}
+    assert {r["headers"]["Authorization"].removeprefix("Bearer ") for r in adf.requests} <= identity.tokens
     assert set(identity.audiences) == {AUDIENCE}
     print(f"instance storage: {site['instance'].storage} ({site['instance'].reason})")
 
 
 def test_invalid_run_config_fails_the_pipeline_with_dagsters_message(site: dict[str, Any]) -> None:
     bad = {"ops": {"mnist_model": {"config": {"pca_components": "many"}}}}
-    run = interpreter().run(template("train_model"), params(site["url"], run_config=bad))
+    run = interpreter(site).run(template("train_model"), params(site["gateway"], run_config=bad))
     assert run.status == "Failed", explain(run)
     assert run.error is not None and run.error["errorCode"] == "DagsterLaunchFailed"
     assert run.error["message"].startswith(
@@ -159,7 +190,7 @@ def test_unknown_job_fails_the_pipeline_at_launch(site: dict[str, Any]) -> None:
     stale = template("train_model")  # as if the job had been renamed since the template was imported
     body = stale["properties"]["activities"][0]["typeProperties"]["body"]
     body["value"] = body["value"].replace('"jobName":"train_model"', '"jobName":"retired_job"')
-    run = interpreter().run(stale, params(site["url"]))
+    run = interpreter(site).run(stale, params(site["url"]))  # straight to the webserver
     assert run.status == "Failed", explain(run)
     assert run.error == {
         "message": "Dagster did not launch job train_model: PipelineNotFoundError: "
@@ -173,7 +204,7 @@ def test_run_failure_fails_the_pipeline_with_the_runs_error(site: dict[str, Any]
     batch = site["storage"] / "inference" / "not-digits"
     batch.mkdir(parents=True)
     (batch / "notes.idx3-ubyte.gz").write_bytes(b"these are not MNIST images")
-    run = interpreter().run(template("score_batch"), params(site["url"], partition_key="not-digits"))
+    run = interpreter(site).run(template("score_batch"), params(site["gateway"], partition_key="not-digits"))
     assert run.status == "Failed", explain(run)
     assert run.error is not None and run.error["errorCode"] == "DagsterRunFailed"
     message = run.error["message"]
@@ -184,10 +215,27 @@ def test_run_failure_fails_the_pipeline_with_the_runs_error(site: dict[str, Any]
     [dagster_run] = runs_for(site["url"], run.run_id)
     assert dagster_run["status"] == "FAILURE"
     assert {"key": "dagster/partition", "value": "not-digits"} in dagster_run["tags"]
+    # The partition was added and the failure read through the gateway (its policy allows both).
+    assert [a.status for a in run.runs_of("Add partition")] == ["Succeeded"]
+    assert [a.status for a in run.runs_of("Get failure")] == ["Succeeded"]
+
+
+def test_a_job_the_identity_may_not_launch_fails_at_the_gateway(site: dict[str, Any]) -> None:
+    """mnist_pipeline is not in the ADF identity's allowlist: the gateway refuses its launch (403)."""
+    run = interpreter(site).run(template("mnist_pipeline"), params(site["gateway"], partition_key="x"))
+    assert run.status == "Failed", explain(run)
+    # Its partitions are score_batch's (inference_batches), which the identity may add; the launch is not.
+    assert [a.status for a in run.runs_of("Add partition")] == ["Succeeded"]
+    [launch] = run.runs_of("Launch")
+    assert launch.status == "Failed" and launch.error is not None and launch.attempts == 4  # ADF retried
+    assert "'403'" in launch.error["message"], launch.error
+    assert "job 'mnist_pipeline' is not allowed for this identity" in launch.error["message"]
+    assert run.runs_of("Wait for run")[0].status == "Skipped"
+    assert runs_for(site["url"], run.run_id) == []
 
 
 class _LosingProxy(ThreadingHTTPServer):
-    """Forwards to the webserver, but loses the answer to the first launch (as a timeout would)."""
+    """Forwards to the gateway, but loses the answer to the first launch (as a timeout would)."""
 
     upstream: str
     launches_forwarded: int
@@ -200,7 +248,8 @@ class _ProxyHandler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
-        request = urllib.request.Request(self._server().upstream, body, {"Content-Type": "application/json"})
+        headers = {"Content-Type": "application/json", "Authorization": self.headers["Authorization"]}
+        request = urllib.request.Request(self._server().upstream, body, headers)
         with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(
             request, timeout=60
         ) as response:
@@ -222,7 +271,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
 @pytest.fixture
 def losing_proxy(site: dict[str, Any]) -> Iterator[_LosingProxy]:
     proxy = _LosingProxy(("127.0.0.1", 0), _ProxyHandler)
-    proxy.upstream, proxy.launches_forwarded, proxy.lost = site["url"], 0, 0
+    proxy.upstream, proxy.launches_forwarded, proxy.lost = site["gateway"], 0, 0
     thread = threading.Thread(target=proxy.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     yield proxy
@@ -237,10 +286,11 @@ def test_retried_launch_starts_exactly_one_run(
     batch.mkdir(parents=True)
     (batch / "digits.idx3-ubyte.gz").write_bytes(encode_idx(make_digits(20, seed=5)[0]))
     url = f"http://127.0.0.1:{losing_proxy.server_address[1]}/graphql"
-    run = interpreter().run(template("score_batch"), params(url, partition_key="retry-batch"))
+    run = interpreter(site).run(template("score_batch"), params(url, partition_key="retry-batch"))
     assert run.status == "Succeeded", explain(run)
     [launch] = run.runs_of("Launch")
-    assert launch.attempts == 2 and losing_proxy.launches_forwarded == 2, "ADF retried and Dagster saw both"
+    # ADF retried and both launches passed the gateway to Dagster; its run coordinator kept one run.
+    assert launch.attempts == 2 and losing_proxy.launches_forwarded == 2
     [dagster_run] = runs_for(site["url"], run.run_id)  # exactly one run for the ADF run id
     assert dagster_run["runId"] == run.variables["run_id"] and dagster_run["status"] == "SUCCESS"
     assert (

@@ -1,6 +1,7 @@
 """The authenticating gateway in front of a REAL dagster-webserver: Entra-shaped tokens signed with a local
-key (JWKS served on 127.0.0.1), attacks answered 401/403 with no side effect, an allowlisted launch that
-creates exactly one run per idempotency key, and logs that never contain a token."""
+key (JWKS served on 127.0.0.1), attacks answered 401/403 with no side effect, an allowlisted launch whose
+tags pass through (a retry with the same `adf/pipeline_run_id` gets the same run back: the instance's run
+coordinator, shipped in instance/local/dagster.yaml too), and logs that never contain a token."""
 
 from __future__ import annotations
 
@@ -19,8 +20,14 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
-from orchestration.gateway import GatewaySettings, GatewaySettingsError, KeySet, create_app, parse_identities
-from orchestration.gateway_policy import IDEMPOTENCY_TAG
+from orchestration.gateway import (
+    GatewaySettings,
+    GatewaySettingsError,
+    KeySet,
+    create_app,
+    dynamic_partitions_of_jobs,
+    parse_identities,
+)
 from tests.gateway_support import (
     ADF_APPID,
     ADF_OID,
@@ -56,12 +63,9 @@ query RunStatus($runId: ID!) {
 """
 
 
-def launch_body(
-    job: str = "train_model", key: str | None = None, adf_run: str = "adf-run-1"
-) -> dict[str, Any]:
-    metadata: dict[str, Any] = {"tags": [{"key": "adf/pipeline_run_id", "value": adf_run}]}
-    if key:
-        metadata["runId"] = key
+def launch_body(job: str = "train_model", adf_run: str | None = None) -> dict[str, Any]:
+    """A launch as the ADF template sends it; `adf_run` is ADF's run id (the idempotency key), new if None."""
+    metadata = {"tags": [{"key": "adf/pipeline_run_id", "value": adf_run or str(uuid.uuid4())}]}
     params = {
         "selector": {"repositoryLocationName": "mnist", "repositoryName": "__repository__", "jobName": job},
         "runConfigData": {},
@@ -149,6 +153,13 @@ def test_settings_errors_say_what_is_wrong(env: dict[str, str], words: str) -> N
     assert "s" * 40 not in str(error.value)
 
 
+def test_partitions_an_identity_may_add_come_from_the_code_location() -> None:
+    assert dynamic_partitions_of_jobs() == {
+        "score_batch": "inference_batches",
+        "mnist_pipeline": "inference_batches",
+    }
+
+
 def test_code_location_settings_accept_gateway_variables() -> None:
     from orchestration.settings import Settings
 
@@ -220,37 +231,36 @@ def post(client: httpx.Client, body: Any, token: str | None, **headers: str) -> 
 
 
 @pytest.mark.slow
-def test_allowed_identity_launches_once_per_key_and_reads_status(
+def test_allowed_identity_launches_once_per_adf_run_and_reads_status(
     site: dict[str, Any], caplog: pytest.LogCaptureFixture
 ) -> None:
     entra: LocalEntra = site["entra"]
     client: httpx.Client = site["client"]
     dagster: Dagster = site["dagster"]
     token = entra.token()
-    key = str(uuid.uuid4())
+    key = str(uuid.uuid4())  # ADF's pipeline run id
     caplog.set_level(logging.INFO, logger="orchestration.gateway")
 
-    first = post(client, launch_body(key=key, adf_run="adf-1"), token)
+    first = post(client, launch_body(adf_run=key), token)
     assert first.status_code == 200, first.text
     result = first.json()["data"]["launchRun"]
     assert result["__typename"] == "LaunchRunSuccess", result
     run_id = result["run"]["runId"]
     assert result["run"]["status"] in ("QUEUED", "NOT_STARTED")  # no daemon here: it stays queued
 
-    # ADF retries the Web activity (same key): same run back, no second run; also several at once.
-    again = post(client, launch_body(key=key, adf_run="adf-1"), token)
+    # ADF retries the Web activity (same ADF run id): the tag passes the gateway and the instance's run
+    # coordinator answers with the same run, no second run; also several at once.
+    again = post(client, launch_body(adf_run=key), token)
     assert again.json()["data"]["launchRun"] == result
     with ThreadPoolExecutor(4) as pool:
-        answers = list(pool.map(lambda _: post(client, launch_body(key=key), token), range(4)))
+        answers = list(pool.map(lambda _: post(client, launch_body(adf_run=key), token), range(4)))
     assert {a.json()["data"]["launchRun"]["run"]["runId"] for a in answers} == {run_id}
-    runs = [r for r in dagster.runs() if {"key": IDEMPOTENCY_TAG, "value": key} in r["tags"]]
-    assert [r["runId"] for r in runs] == [run_id]
-    tags = {t["key"]: t["value"] for t in runs[0]["tags"]}
-    assert tags["adf/pipeline_run_id"] == "adf-1" and runs[0]["jobName"] == "train_model"
+    runs = [r for r in dagster.runs() if {"key": "adf/pipeline_run_id", "value": key} in r["tags"]]
+    assert [r["runId"] for r in runs] == [run_id] and runs[0]["jobName"] == "train_model"
 
-    # Without a key every launch is a new run (Dagster's own behaviour).
-    plain = post(client, launch_body(), token).json()["data"]["launchRun"]
-    assert plain["__typename"] == "LaunchRunSuccess" and plain["run"]["runId"] != run_id
+    # Another ADF run id is another run.
+    other = post(client, launch_body(), token).json()["data"]["launchRun"]
+    assert other["__typename"] == "LaunchRunSuccess" and other["run"]["runId"] != run_id
 
     status = post(client, {"query": STATUS, "variables": {"runId": run_id}}, token)
     assert status.status_code == 200
@@ -268,9 +278,9 @@ def test_allowed_identity_launches_once_per_key_and_reads_status(
     assert any(
         line["decision"] == "allow" and line["job"] == "train_model" and line.get("run_id") == run_id
         and line["oid"] == ADF_OID and line["identity"] == "adf-factory" and line["upstream_status"] == 200
+        and line["adf_run_id"] == key
         for line in lines
     ), lines  # fmt: skip
-    assert any(line.get("replayed") for line in lines)
     assert token not in caplog.text and "Bearer" not in caplog.text
 
 

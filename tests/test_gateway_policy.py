@@ -9,9 +9,12 @@ from typing import Any
 import pytest
 from graphql import parse, print_ast
 
-from orchestration.gateway_policy import IDEMPOTENCY_TAG, Decision, Identity, authorize
+from orchestration.adf_templates import ADD_PARTITION_QUERY, FAILURE_QUERY, LAUNCH_QUERY, STATUS_QUERY
+from orchestration.gateway_policy import Decision, Identity, authorize
 
 ADF = Identity(name="adf", jobs=frozenset({"score_batch", "train_model"}), object_id="oid-1")
+# As the gateway reads them from the code location (tests/test_gateway.py checks that).
+PARTITIONS = {"score_batch": "inference_batches", "mnist_pipeline": "inference_batches"}
 
 LAUNCH = """
 mutation LaunchRun($executionParams: ExecutionParams!) {
@@ -97,14 +100,16 @@ def test_a_job_smuggled_in_a_literal_is_checked_like_a_variable() -> None:
     denied(authorize(ADF, document, None, None), 403, "mnist_pipeline", "not allowed")
 
 
-def test_run_id_becomes_the_idempotency_tag() -> None:
+def test_tags_pass_through_unchanged_including_the_idempotency_tag() -> None:
+    """Idempotency is the run coordinator's (keyed by adf/pipeline_run_id): the gateway adds nothing."""
     value = params()
-    value["executionMetadata"]["runId"] = "6f1c0c8e-1b7a-4c53-9a4e-3f0b5d2f3a10"
+    value["executionMetadata"]["tags"] += [
+        {"key": "adf/pipeline_name", "value": "dagster_score_batch"},
+        {"key": "dagster/partition", "value": "batch-1"},
+    ]
     decision = launch({"executionParams": value})
-    assert decision.allowed and decision.idempotency_key == "6f1c0c8e-1b7a-4c53-9a4e-3f0b5d2f3a10"
-    sent = decision.forward["variables"]["executionParams"]["executionMetadata"]
-    assert "runId" not in sent  # Dagster 1.13's schema has no such field
-    assert sent["tags"][-1] == {"key": IDEMPOTENCY_TAG, "value": "6f1c0c8e-1b7a-4c53-9a4e-3f0b5d2f3a10"}
+    assert decision.allowed
+    assert decision.forward["variables"]["executionParams"]["executionMetadata"] == value["executionMetadata"]
 
 
 def test_partition_tag_mode_default_and_pipeline_name_are_fine() -> None:
@@ -149,7 +154,9 @@ FORBIDDEN_DOCUMENTS = {
     "reload": 'mutation { reloadRepositoryLocation(repositoryLocationName: "mnist") { __typename } }',
     "runs": "query { runsOrError { __typename } }",
     "asset_nodes": "query { assetNodes { id } }",
-    "logs": 'query { logsForRun(runId: "x") { __typename } }',
+    "delete_partitions": 'mutation { deleteDynamicPartitions(repositorySelector: {repositoryLocationName: "mnist", repositoryName: "__repository__"}, partitionsDefName: "inference_batches", partitionKeys: ["b"]) { __typename } }',
+    "partition_sets": 'query { partitionSetsOrError(repositorySelector: {repositoryLocationName: "mnist", repositoryName: "__repository__"}, pipelineName: "score_batch") { __typename } }',
+    "captured_logs": 'query { capturedLogs(logKey: ["x"]) { stdout } }',
     "instance": "query { instance { info } }",
     "schema_introspection": "query { __schema { types { name } } }",
     "type_introspection": 'query { __type(name: "Run") { name } }',
@@ -309,7 +316,8 @@ def test_launch_result_reads_only_status_fields(selection: str) -> None:
             {"executionMetadata": {"tags": [{"key": "dagster/is_resume_retry", "value": "true"}]}},
             ["system tag"],
         ),
-        ({"executionMetadata": {"tags": [{"key": IDEMPOTENCY_TAG, "value": "x"}]}}, ["set by the gateway"]),
+        ({"executionMetadata": {"runId": "6f1c0c8e-1b7a-4c53-9a4e-3f0b5d2f3a10"}}, ["runId"]),
+        ({"executionMetadata": {"runId": "../../etc"}}, ["runId"]),
     ],
 )
 def test_launch_parameters_that_do_more_than_launch_are_forbidden(
@@ -334,8 +342,6 @@ def test_launch_parameters_that_do_more_than_launch_are_forbidden(
         ),
         ({"executionParams": params(runConfigData=[1])}, ["runConfigData"]),
         ({"executionParams": params(runConfigData="resources: {}")}, ["JSON object"]),
-        ({"executionParams": params(executionMetadata={"runId": "../../etc"})}, ["runId"]),
-        ({"executionParams": params(executionMetadata={"runId": 7})}, ["runId"]),
         ({"executionParams": params(executionMetadata={"tags": {"a": "b"}})}, ["tags"]),
         ({"executionParams": params(executionMetadata={"tags": [{"key": "a", "value": 1}]})}, ["strings"]),
         (
@@ -428,3 +434,161 @@ def test_forwarded_document_is_the_checked_one_and_parses() -> None:
         r: launchRun(executionParams: $executionParams) { kind: __typename ... on LaunchRunSuccess { run { id: runId } } } }""")
     )
     assert json.loads(json.dumps(decision.forward)) == decision.forward
+
+
+# ---- what the ADF templates send ----------------------------------------------------------------------
+
+
+def test_every_request_of_the_adf_templates_is_allowed() -> None:
+    """The queries come from orchestration/adf_templates.py itself, with the variables a pipeline sends."""
+    tags = [{"key": "adf/pipeline_run_id", "value": "6f1c0c8e"}, {"key": "dagster/partition", "value": "b-1"}]
+    requests = {
+        "launch": (LAUNCH_QUERY, {"executionParams": params(executionMetadata={"tags": tags})}),
+        "status": (STATUS_QUERY, {"runId": "0b6c2e9a"}),
+        "failure": (FAILURE_QUERY, {"runId": "0b6c2e9a"}),
+        "partition": (ADD_PARTITION_QUERY, partition_variables()),
+    }
+    for name, (document, variables) in requests.items():
+        decision = authorize(ADF, document, variables, None, partitions=PARTITIONS)
+        assert decision.allowed, (name, decision.reason)
+        assert decision.forward["variables"] == variables, name
+        assert print_ast(parse(decision.forward["query"])) == print_ast(parse(document)), name
+
+
+# ---- addDynamicPartition: only the partitions of a job the identity may launch -----------------------
+
+
+def partition_variables(**change: Any) -> dict[str, Any]:
+    value: dict[str, Any] = {
+        "repositorySelector": {"repositoryLocationName": "mnist", "repositoryName": "__repository__"},
+        "partitionsDefName": "inference_batches",
+        "partitionKey": "batch-2026-11-22",
+    }
+    value.update(change)
+    return value
+
+
+def add_partition(
+    variables: dict[str, Any], identity: Identity = ADF, partitions: dict[str, str] | None = PARTITIONS
+) -> Decision:
+    return authorize(identity, ADD_PARTITION_QUERY, variables, "AddPartition", partitions=partitions)
+
+
+def test_adding_a_partition_of_an_allowed_job_is_allowed() -> None:
+    decision = add_partition(partition_variables())
+    assert decision.allowed and decision.operation == "addDynamicPartition" and decision.job == "score_batch"
+    literal = """mutation { addDynamicPartition(repositorySelector: {repositoryLocationName: "mnist",
+        repositoryName: "__repository__"}, partitionsDefName: "inference_batches", partitionKey: $k) {
+        __typename ... on AddDynamicPartitionSuccess { partitionsDefName partitionKey } ... on Error { message } } }"""
+    decision = authorize(ADF, literal, {"k": "b"}, None, partitions=PARTITIONS)
+    assert decision.allowed and decision.forward["variables"] == partition_variables(partitionKey="b")
+    assert "$partitionKey: String!" in decision.forward["query"]
+
+
+@pytest.mark.parametrize(
+    ("variables", "identity", "partitions", "status", "words"),
+    [
+        (partition_variables(partitionsDefName="other_batches"), ADF, PARTITIONS, 403, ["'other_batches'", "allowed: inference_batches"]),
+        (partition_variables(), Identity(name="trainer", jobs=frozenset({"train_model"})), PARTITIONS, 403, ["allowed: none"]),
+        (partition_variables(), ADF, None, 403, ["allowed: none"]),
+        (partition_variables(repositorySelector={"repositoryLocationName": "other", "repositoryName": "__repository__"}), ADF, PARTITIONS, 403, ["repositoryLocationName"]),
+        (partition_variables(repositorySelector={"repositoryLocationName": "mnist", "repositoryName": "x"}), ADF, PARTITIONS, 403, ["repositoryName"]),
+        (partition_variables(repositorySelector={"repositoryLocationName": "mnist"}), ADF, PARTITIONS, 403, ["repositoryName"]),
+        (partition_variables(repositorySelector={"repositoryLocationName": "mnist", "repositoryName": "__repository__", "x": 1}), ADF, PARTITIONS, 403, ["x not allowed"]),
+        (partition_variables(repositorySelector="mnist"), ADF, PARTITIONS, 400, ["repositorySelector"]),
+        (partition_variables(partitionKey=""), ADF, PARTITIONS, 400, ["partitionKey"]),
+        (partition_variables(partitionKey=7), ADF, PARTITIONS, 400, ["partitionKey"]),
+        (partition_variables(partitionKey="k" * 1025), ADF, PARTITIONS, 400, ["partitionKey"]),
+        (partition_variables(partitionsDefName=""), ADF, PARTITIONS, 400, ["partitionsDefName"]),
+        ({"repositorySelector": partition_variables()["repositorySelector"], "partitionsDefName": "inference_batches"}, ADF, PARTITIONS, 400, ["not given"]),
+    ],
+)  # fmt: skip
+def test_adding_other_partitions_is_refused(
+    variables: dict[str, Any],
+    identity: Identity,
+    partitions: dict[str, str] | None,
+    status: int,
+    words: list[str],
+) -> None:
+    denied(add_partition(variables, identity, partitions), status, *words)
+
+
+@pytest.mark.parametrize(
+    ("document", "words"),
+    [
+        ('mutation { addDynamicPartition(repositorySelector: $s, partitionsDefName: "inference_batches") { __typename } }', ["partitionKey"]),
+        ('mutation { addDynamicPartition(repositorySelector: $s, partitionsDefName: "inference_batches", partitionKey: "k", extra: 1) { __typename } }', ["extra"]),
+        ('query { addDynamicPartition(repositorySelector: $s, partitionsDefName: "inference_batches", partitionKey: "k") { __typename } }', ["mutation"]),
+        ('mutation { addDynamicPartition(repositorySelector: $s, partitionsDefName: "inference_batches", partitionKey: "k") { ... on PythonError { stack } } }', ["stack"]),
+        ('mutation { addDynamicPartition(repositorySelector: $s, partitionsDefName: "inference_batches", partitionKey: "k") { ... on UnauthorizedError { message } ... on PythonError { causes { message } } } }', ["causes"]),
+    ],
+)  # fmt: skip
+def test_malformed_or_prying_partition_requests_are_refused(document: str, words: list[str]) -> None:
+    decision = authorize(
+        ADF, document, {"s": partition_variables()["repositorySelector"]}, None, partitions=PARTITIONS
+    )
+    assert not decision.allowed and decision.status in (400, 403), decision
+    for word in words:
+        assert word in decision.reason, decision.reason
+
+
+# ---- logsForRun: failure events' words only ------------------------------------------------------
+
+
+def test_failure_events_of_a_run_are_readable() -> None:
+    decision = authorize(ADF, FAILURE_QUERY, {"runId": "r-1"}, "RunFailure")
+    assert decision.allowed and decision.operation == "logsForRun" and decision.run_id == "r-1"
+    narrow = 'query { logsForRun(runId: "r-1") { ... on EventConnection { events { __typename ... on RunFailureEvent { message } } } } }'
+    assert authorize(ADF, narrow, None, None).allowed
+    # A fragment on an interface may wrap one on a failure type: it still reaches failure events only.
+    nested = 'query { logsForRun(runId: "r-1") { ... on EventConnection { events { ... on MessageEvent { ... on RunCanceledEvent { message } } } } } }'
+    assert authorize(ADF, nested, None, None).allowed
+    # No launch permission is needed to read a run (as for its status).
+    assert authorize(Identity(name="reader", jobs=frozenset()), FAILURE_QUERY, {"runId": "r-1"}, None).allowed
+
+
+@pytest.mark.parametrize(
+    "events",
+    [
+        "message",  # every event's message (log lines carry data)
+        "... on MessageEvent { message }",  # the same through an interface
+        "... on LogMessageEvent { message }",
+        "... on EngineEvent { message }",
+        "... on MessageEvent { ... on LogMessageEvent { message } }",
+        "... { message }",
+        "... on ExecutionStepFailureEvent { error { stack } }",
+        "... on ExecutionStepFailureEvent { error { cause { message } } }",
+        "... on ExecutionStepFailureEvent { error { causes { stack } } }",
+        "... on ExecutionStepFailureEvent { failureMetadata { label } }",
+        "... on ExecutionStepFailureEvent { metadataEntries { label } }",
+        "... on ExecutionStepFailureEvent { runId timestamp level }",
+        "... on RunFailureEvent { error { stack } }",
+        "... on MaterializationEvent { assetKey { path } }",
+        "... on ExecutionStepOutputEvent { outputName }",
+        "...F",
+        "... on RunFailureEvent @include(if: true) { message }",
+        "... on RunFailureEvent { message(x: 1) }",
+    ],
+)
+def test_other_events_and_fields_of_the_log_are_forbidden(events: str) -> None:
+    document = f'query {{ logsForRun(runId: "r-1") {{ ... on EventConnection {{ events {{ __typename {events} }} }} }} }}'
+    decision = authorize(ADF, document, None, None)
+    assert not decision.allowed and decision.status in (400, 403), decision
+
+
+@pytest.mark.parametrize(
+    ("document", "variables", "status", "word"),
+    [
+        ('query { logsForRun(runId: "r-1") { ... on EventConnection { cursor } } }', None, 403, "cursor"),
+        ('query { logsForRun(runId: "r-1") { ... on EventConnection { hasMore } } }', None, 403, "hasMore"),
+        ('query { logsForRun(runId: "r-1", afterCursor: "5") { __typename } }', None, 403, "afterCursor"),
+        ('query { logsForRun(runId: "r-1", limit: 10) { __typename } }', None, 403, "limit"),
+        ("query L($r: ID!) { logsForRun(runId: $r) { __typename } }", {"r": "../x"}, 400, "runId"),
+        ('mutation { logsForRun(runId: "r-1") { __typename } }', None, 403, "query"),
+        ('query { logsForRun(runId: "r-1") { ... on PythonError { stack } } }', None, 403, "stack"),
+    ],
+)
+def test_log_reads_are_limited_to_one_run_and_no_paging(
+    document: str, variables: dict[str, Any] | None, status: int, word: str
+) -> None:
+    denied(authorize(ADF, document, variables, None), status, word)

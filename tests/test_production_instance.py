@@ -143,3 +143,23 @@ def test_idempotent_coordinator_queues_one_run_per_key(sqlite_instance: dg.Dagst
         answers = list(pool.map(submit, created))
     assert len({a.run_id for a in answers}) == 1
     assert len(sqlite_instance.get_runs(dg.RunsFilter(tags={"adf/pipeline_run_id": "k3"}))) == 1
+
+
+def test_the_local_instance_launches_idempotently_too(tmp_path: Path) -> None:
+    """instance/local/dagster.yaml (./run ui, the daemon tests, benchmarks) has the same coordinator, so a
+    launch with the same adf/pipeline_run_id starts one run whether it came through the gateway or not."""
+    shutil.copy(PRODUCTION_YAML.parent.parent / "local" / "dagster.yaml", tmp_path / "dagster.yaml")
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        coordinator = instance.run_coordinator
+        assert isinstance(coordinator, IdempotentQueuedRunCoordinator)
+        assert coordinator.idempotency_tag == "adf/pipeline_run_id"
+        queue = coordinator.get_run_queue_config()
+        assert queue.max_concurrent_runs == 2 and coordinator.dequeue_interval_seconds == 1
+        from dagster._core.run_coordinator import SubmitRunContext
+
+        def submit(run: dg.DagsterRun) -> dg.DagsterRun:
+            return coordinator.submit_run(SubmitRunContext(run, workspace=cast(Any, None)))
+
+        first = submit(_new_run(instance, "local-key"))
+        assert submit(_new_run(instance, "local-key")).run_id == first.run_id
+        assert len(instance.get_runs(dg.RunsFilter(tags={"adf/pipeline_run_id": "local-key"}))) == 1
