@@ -235,13 +235,15 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
         with theirs:
             proc = subprocess.Popen(
                 [executable, "-m", "orchestration.launcher", "--fd", str(theirs.fileno()),
-                 "--working-directory", working_directory,
-                 "--instance-ref", serialize_value(self._instance.get_ref()), *self.preload_modules],
+                 "--working-directory", working_directory, *self.preload_modules],
                 cwd=working_directory, pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL,
             )  # fmt: skip
         warm = _WarmProcess(key, proc, ours, ours.makefile("rb"), time.time_ns())
         try:
-            ready = warm.read(self.start_timeout_seconds)
+            # The instance ref goes over the socket, not the command line, where `ps` would show it.
+            ready = warm.request(
+                {"instance_ref": serialize_value(self._instance.get_ref())}, self.start_timeout_seconds
+            )
         except (OSError, ValueError, WarmProcessError):
             warm.close()
             raise
@@ -328,7 +330,7 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
         deadline = time.monotonic() + wait
         while True:
             run = self._instance.get_run_by_id(run_id)
-            if run is None or WORKER_TAG in run.tags or GRPC_INFO_TAG in run.tags:
+            if run is None or run.is_finished or WORKER_TAG in run.tags or GRPC_INFO_TAG in run.tags:
                 break
             if time.monotonic() >= deadline:
                 break
@@ -481,9 +483,11 @@ def _storage_modules(instance_ref: str) -> list[str]:
     ]
 
 
-def _serve(sock: socket.socket, working_directory: str, preload: Sequence[str], instance_ref: str) -> None:
+def _serve(sock: socket.socket, working_directory: str, preload: Sequence[str]) -> None:
     # Ctrl-C of the daemon's terminal is for the daemon; this process ends when its socket closes.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    reader = sock.makefile("rb")
+    instance_ref: str = json.loads(reader.readline() or "{}")["instance_ref"]
     if working_directory not in sys.path:
         sys.path.insert(0, working_directory)
     modules: dict[str, str | None] = {}
@@ -507,7 +511,6 @@ def _serve(sock: socket.socket, working_directory: str, preload: Sequence[str], 
         "files": _project_files(working_directory),
         "threads": threading.active_count(),
     }
-    reader = sock.makefile("rb")
     sock.sendall(json.dumps(ready).encode() + b"\n")
     signal.signal(signal.SIGCHLD, _reap)
     for line in reader:
@@ -539,11 +542,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="The warm process of WarmRunLauncher (internal).")
     parser.add_argument("--fd", type=int, required=True)
     parser.add_argument("--working-directory", required=True)
-    parser.add_argument("--instance-ref", required=True, help="serialized InstanceRef of the launcher")
     parser.add_argument("modules", nargs="*")
     args = parser.parse_args(argv)
     with socket.socket(fileno=args.fd) as sock:
-        _serve(sock, args.working_directory, args.modules, args.instance_ref)
+        _serve(sock, args.working_directory, args.modules)
 
 
 if __name__ == "__main__":
