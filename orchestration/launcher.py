@@ -256,10 +256,7 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
         """The warm process for `key` (started or replaced as needed) and why it was (re)started."""
         why: str | None = None
         if self._warm is not None:
-            if self._warm.key != key:
-                why = "another interpreter or working directory"
-            else:
-                why = self._warm.stale_reason()
+            why = self._warm.stale_reason()
             if why:
                 self._warm.close()
                 self._warm = None
@@ -267,6 +264,32 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
             self._warm = self._start_warm(key)
             why = why or "first launch"
         return self._warm, why
+
+    def _fork(self, run: DagsterRun, key: tuple[str, str], module: str) -> tuple[str | None, str | None]:
+        """Fork a worker for `run` (holding the lock): (why it was not launched warm, why restarted)."""
+        if self._warm is not None and self._warm.key != key:
+            # One warm process per launcher: the first location launched keeps it, rather than two
+            # locations replacing it in turn.
+            return f"another Python or working directory than the warm process ({key[1]})", None
+        try:
+            warm, restarted = self._warm_process(key)
+            error = warm.modules.get(module)
+            if error:
+                return f"the warm process could not import {module}: {error.strip().splitlines()[-1]}", None
+            if warm.threads > 1:
+                # fork() copies only the calling thread; a lock held by another would deadlock the child.
+                return f"the warm process has {warm.threads} threads after preloading", None
+            reply = warm.request(
+                {"run_id": run.run_id, "instance_ref": serialize_value(self._instance.get_ref())}, timeout=30
+            )
+        except (OSError, ValueError, WarmProcessError) as exc:
+            if self._warm is not None:
+                self._warm.close()
+                self._warm = None
+            return f"the warm process failed: {exc}", None
+        if "error" in reply:
+            return f"the warm process could not fork: {reply['error']}", None
+        return None, restarted
 
     def launch_run(self, context: LaunchRunContext) -> None:
         run = context.dagster_run
@@ -278,34 +301,10 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
             "ModuleCodePointer", check.not_none(run.job_code_origin).repository_origin.code_pointer
         ).module
         started = time.monotonic()
-        reply: dict[str, Any] = {}
         with self._lock:
-            try:
-                warm, restarted = self._warm_process(key)
-                error = warm.modules.get(pointer_module)
-                if error:
-                    reason = f"the warm process could not import {pointer_module}: {error.strip().splitlines()[-1]}"
-                elif warm.threads > 1:
-                    # fork() copies only the calling thread; a lock held by another would deadlock the child.
-                    reason = (
-                        f"the warm process has {warm.threads} threads after preloading; forking is unsafe"
-                    )
-                else:
-                    reason = None
-                    reply = warm.request(
-                        {"run_id": run.run_id, "instance_ref": serialize_value(self._instance.get_ref())},
-                        timeout=30,
-                    )
-            except (OSError, ValueError, WarmProcessError) as exc:
-                if self._warm is not None:
-                    self._warm.close()
-                    self._warm = None
-                reason, restarted = f"the warm process failed: {exc}", None
+            reason, restarted = self._fork(run, key, pointer_module)
         if reason is not None:
             self._fall_back(context, reason)
-            return
-        if "error" in reply:
-            self._fall_back(context, f"the warm process could not fork: {reply['error']}")
             return
         if restarted:
             self._instance.report_engine_event(
