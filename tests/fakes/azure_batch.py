@@ -3,7 +3,7 @@
 What it holds to, so that code passing against it has really exercised the documented contract:
 - every request must carry a valid shared-key signature (recomputed here; a bad one gets the service's
   403 AuthenticationFailed) and `api-version`;
-- every route is looked up in the official spec (`shared/azure-specs/batch-BatchService-*.json`) and
+- every route is looked up in the official spec (`tests/fakes/specs/batch-BatchService-*.json.gz`) and
   every request body is validated against that operation's schema, with unknown properties rejected;
 - pools move through allocation states (resizing -> steady) and a deleted pool stays `deleting` for a
   while, blocking re-creation with PoolBeingDeleted; auto pools live and die with their job;
@@ -45,14 +45,9 @@ from urllib.parse import parse_qs, unquote, urlparse
 
 import jsonschema
 
-SPEC = (
-    Path(__file__).resolve().parents[2].parent
-    / "shared"
-    / "azure-specs"
-    / "batch-BatchService-2025-06-01.21.0.json"
-)
-if not SPEC.exists():  # the worktree layout: /work/<worktree>/tests/fakes -> /work/shared
-    SPEC = Path("/work/shared/azure-specs/batch-BatchService-2025-06-01.21.0.json")
+from tests.fakes.specs import load_spec
+
+SPEC = "batch-BatchService-2025-06-01.21.0.json"  # the official spec (tests/fakes/specs/)
 API_VERSIONS = ("2025-06-01", "2025-06-01.21.0")
 SIGNED_HEADERS = (
     "content-encoding",
@@ -90,8 +85,8 @@ class Route:
     body_schema: str | None
 
 
-def load_routes(spec_path: Path = SPEC) -> tuple[list[Route], dict[str, Any]]:
-    spec = json.loads(spec_path.read_text())
+def load_routes(spec_name: str = SPEC) -> tuple[list[Route], dict[str, Any]]:
+    spec = load_spec(spec_name)
     routes: list[Route] = []
     for template, ops in spec["paths"].items():
         pattern = re.escape(template)

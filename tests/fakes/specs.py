@@ -1,4 +1,4 @@
-"""Validate bodies against the official Azure OpenAPI (Swagger 2.0) specs in shared/azure-specs.
+"""Validate bodies against the official Azure OpenAPI (Swagger 2.0) specs in tests/fakes/specs/.
 
 Internal `#/definitions/...` references resolve inside the spec. External references (the ARM
 common types, sibling files that are not copied here) are replaced by permissive `{}` schemas.
@@ -7,14 +7,21 @@ common types, sibling files that are not copied here) are replaced by permissive
 from __future__ import annotations
 
 import functools
+import gzip
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 
-# The project's checkouts sit beside the shared/ folder that holds the unmodified specs.
-SPECS = Path(__file__).resolve().parents[2].parent / "shared" / "azure-specs"
+# Unmodified official specs, gzipped, with their sha256 (see specs/README.md for their provenance).
+SPECS = Path(__file__).resolve().parent / "specs"
+SHA256 = {
+    "batch-BatchService-2025-06-01.21.0.json": "2712562376f1394d1c4d32cbc7dd80519205733d02cbc62e34b128b92f5043cf",
+    "ml-mfe-2023-10-01.json": "05f2672f07a83696bf0471958cb2c319c8fafe45b11d1651b9ef70d273f6afcf",
+    "ml-run-history-v1.0.json": "6baec19e62224f12cdb8c1bd87f68c2e6dc5413f60edd3b6fa5b4f47c25b045d",
+}
 RUN_HISTORY = "ml-run-history-v1.0.json"
 MFE = "ml-mfe-2023-10-01.json"
 
@@ -74,13 +81,23 @@ def _flatten(definitions: dict[str, Any]) -> dict[str, Any]:
 
 
 @functools.cache
+def load_spec(spec: str) -> dict[str, Any]:
+    """The official spec `spec` (a file name of SHA256), checked to be the unmodified copy."""
+    raw = gzip.decompress((SPECS / f"{spec}.gz").read_bytes())
+    digest = hashlib.sha256(raw).hexdigest()
+    if digest != SHA256[spec]:
+        raise ContractError(f"{spec}: sha256 {digest} is not the official copy's {SHA256[spec]}")
+    return json.loads(raw)
+
+
+@functools.cache
 def _definitions(spec: str) -> dict[str, Any]:
-    data = json.loads((SPECS / spec).read_text())
+    data = load_spec(spec)
     return _flatten(_permissive_external(data["definitions"]))
 
 
 def available() -> bool:
-    return (SPECS / RUN_HISTORY).is_file() and (SPECS / MFE).is_file()
+    return all((SPECS / f"{name}.gz").is_file() for name in (RUN_HISTORY, MFE))
 
 
 def validate(spec: str, definition: str, value: Any) -> None:
