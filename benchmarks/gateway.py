@@ -43,25 +43,10 @@ sys.path.insert(0, str(PROJECT_ROOT))
 import httpx  # noqa: E402
 
 from tests.azurite import free_port  # noqa: E402
-from tests.gateway_support import Dagster, LocalEntra, clean_env  # noqa: E402
+from tests.gateway_support import LAUNCH, STATUS, Dagster, LocalEntra, clean_env  # noqa: E402
 from tests.synthetic import make_digits, write_source  # noqa: E402
 from workload.mnist_idx import encode_idx  # noqa: E402
 
-LAUNCH = """
-mutation LaunchRun($executionParams: ExecutionParams!) {
-  launchRun(executionParams: $executionParams) {
-    __typename
-    ... on LaunchRunSuccess { run { runId status } }
-    ... on RunConfigValidationInvalid { errors { message reason } }
-    ... on PythonError { message }
-  }
-}
-"""
-STATUS = """
-query RunStatus($runId: ID!) {
-  runOrError(runId: $runId) { __typename ... on Run { runId status startTime endTime } }
-}
-"""
 SMALL_TRAINING = {"ops": {"mnist_model": {"config": {"pca_components": 20, "kernel_components": 200}}}}
 
 

@@ -38,6 +38,29 @@ AUDIENCE = "api://dagster-gateway"
 ADF_OID = "3f5c2b1e-8d4a-4e7b-9c6d-1a2b3c4d5e6f"  # the factory's managed identity (object id)
 ADF_APPID = "b1c2d3e4-f5a6-4b7c-8d9e-0f1a2b3c4d5e"  # its client (application) id
 OTHER_OID = "99999999-8d4a-4e7b-9c6d-1a2b3c4d5e6f"
+# The launch and status documents a client (ADF's Web activities) sends to the gateway's /graphql.
+LAUNCH = """
+mutation LaunchRun($executionParams: ExecutionParams!) {
+  launchRun(executionParams: $executionParams) {
+    __typename
+    ... on LaunchRunSuccess { run { runId status } }
+    ... on RunConfigValidationInvalid { errors { message reason } }
+    ... on PipelineNotFoundError { message }
+    ... on InvalidSubsetError { message }
+    ... on PythonError { message }
+  }
+}
+"""
+STATUS = """
+query RunStatus($runId: ID!) {
+  runOrError(runId: $runId) {
+    __typename
+    ... on Run { runId status startTime endTime }
+    ... on RunNotFoundError { message }
+    ... on PythonError { message }
+  }
+}
+"""
 
 
 class LocalEntra:

@@ -18,6 +18,8 @@ from resources.compute.azure_batch import AzureBatchBackend
 from resources.compute.azure_batch_calls import AzureBatchError
 from resources.storage import AzureBlobObjectStore
 from tests.fakes.azure_batch import BatchFake
+from tests.remote_support import error_text as failure_text
+from tests.remote_support import new_blob_store
 
 pytestmark = pytest.mark.azurite
 
@@ -44,9 +46,7 @@ def fast_pipes_close(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def store(azurite: dict[str, str]) -> AzureBlobObjectStore:
-    return AzureBlobObjectStore(
-        container=f"b{uuid.uuid4().hex[:16]}", connection_string=azurite["connection_string"]
-    )
+    return new_blob_store(azurite, prefix="b")
 
 
 def make_backend(
@@ -109,12 +109,6 @@ def log_lines(result: dg.ExecuteInProcessResult) -> list[str]:
 
 def launches(ledger: Path) -> int:
     return len(ledger.read_text().splitlines()) if ledger.exists() else 0
-
-
-def failure_text(result: dg.ExecuteInProcessResult) -> str:
-    error = result.get_step_failure_events()[0].step_failure_data.error
-    assert error is not None
-    return error.to_string()
 
 
 def job_of(result: dg.ExecuteInProcessResult) -> str:

@@ -14,11 +14,12 @@ import dagster as dg
 import pytest
 from dagster._core.errors import DagsterExecutionInterruptedError
 
-from resources.compute import ComputeBackend, JobState, JobStatus, WorkloadRequest, idempotency_key
+from resources.compute import ComputeBackend, JobStatus, WorkloadRequest, idempotency_key
 from resources.compute.azureml_v1 import AzureMLPipelineBackend
-from resources.storage import AzureBlobObjectStore, ObjectStore
+from resources.storage import ObjectStore
 from tests.fakes.azureml_v1 import FakeAzureMLPipelines
 from tests.fakes.http import FAULTS
+from tests.remote_support import error_text, interrupt_if_running, new_blob_store
 
 pytestmark = pytest.mark.azurite
 
@@ -30,9 +31,7 @@ HYPER = {"pca_components": 20, "kernel_components": 200, "gamma_scale": 1.0, "C"
 
 @pytest.fixture
 def store(azurite: dict[str, str]) -> ObjectStore:
-    store = AzureBlobObjectStore(
-        container=f"t{uuid.uuid4().hex[:16]}", connection_string=azurite["connection_string"]
-    )
+    store = new_blob_store(azurite)
     store.put_bytes(f"{RAW}/train-images-idx3-ubyte.gz", b"not used by the simulated step")
     return store
 
@@ -99,12 +98,6 @@ def materialize(compute: ComputeBackend, store: ObjectStore, retries: int = 0) -
 
 def logs(result: dg.ExecuteInProcessResult) -> list[str]:
     return [e.user_message for e in INSTANCE.all_logs(result.run_id)]
-
-
-def error_text(result: dg.ExecuteInProcessResult) -> str:
-    failure = result.get_step_failure_events()[0].step_failure_data.error
-    assert failure is not None
-    return failure.to_string()
 
 
 def test_success_submits_once_streams_steps_and_records_metadata(
@@ -186,10 +179,7 @@ class InterruptedBackend(AzureMLPipelineBackend):
     """The Dagster run is terminated while the AzureML run is running."""
 
     def wait(self, job_id: str, seconds: float) -> JobStatus:
-        status = super().wait(job_id, seconds)
-        if status.state is JobState.RUNNING:
-            raise DagsterExecutionInterruptedError()
-        return status
+        return interrupt_if_running(super().wait(job_id, seconds))
 
 
 def test_cancel_from_dagster_cancels_the_azureml_run(fake: FakeAzureMLPipelines, store: ObjectStore) -> None:

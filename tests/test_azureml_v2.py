@@ -1,6 +1,5 @@
 """AzureML v2 batch-endpoint scoring backend against the stateful contract fake (+ Azurite as datastore)."""
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
@@ -9,11 +8,12 @@ import dagster as dg
 import pytest
 from dagster._core.errors import DagsterExecutionInterruptedError
 
-from resources.compute import ComputeBackend, JobState, JobStatus, WorkloadRequest, idempotency_key
+from resources.compute import ComputeBackend, JobStatus, WorkloadRequest, idempotency_key
 from resources.compute.azureml_v2 import AzureMLBatchEndpointBackend
-from resources.storage import AzureBlobObjectStore, ObjectStore
+from resources.storage import ObjectStore
 from tests.fakes.azureml_v2 import FakeAzureMLBatch
 from tests.fakes.http import FAULTS
+from tests.remote_support import error_text, interrupt_if_running, new_blob_store
 
 pytestmark = pytest.mark.azurite
 
@@ -25,9 +25,7 @@ OUT = "predictions/b1"
 
 @pytest.fixture
 def store(azurite: dict[str, str]) -> ObjectStore:
-    store = AzureBlobObjectStore(
-        container=f"t{uuid.uuid4().hex[:16]}", connection_string=azurite["connection_string"]
-    )
+    store = new_blob_store(azurite)
     store.put_bytes(f"{BATCH}/images.idx3-ubyte.gz", b"not read by the simulated deployment")
     return store
 
@@ -89,12 +87,6 @@ def materialize(compute: ComputeBackend, store: ObjectStore, retries: int = 0) -
         instance=INSTANCE,
         raise_on_error=False,
     )
-
-
-def error_text(result: dg.ExecuteInProcessResult) -> str:
-    failure = result.get_step_failure_events()[0].step_failure_data.error
-    assert failure is not None
-    return failure.to_string()
 
 
 def test_success_invokes_once_and_copies_outputs(fake: FakeAzureMLBatch, store: ObjectStore) -> None:
@@ -174,10 +166,7 @@ def test_remote_failure_is_surfaced_and_publishes_nothing(fake: FakeAzureMLBatch
 
 class InterruptedBackend(AzureMLBatchEndpointBackend):
     def wait(self, job_id: str, seconds: float) -> JobStatus:
-        status = super().wait(job_id, seconds)
-        if status.state is JobState.RUNNING:
-            raise DagsterExecutionInterruptedError()
-        return status
+        return interrupt_if_running(super().wait(job_id, seconds))
 
 
 def test_cancel_from_dagster_cancels_the_batch_job(fake: FakeAzureMLBatch, store: ObjectStore) -> None:

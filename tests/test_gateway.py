@@ -32,35 +32,15 @@ from tests.gateway_support import (
     ADF_APPID,
     ADF_OID,
     AUDIENCE,
+    LAUNCH,
     OTHER_OID,
+    STATUS,
     TENANT,
     Dagster,
     LocalEntra,
     clean_env,
     serve,
 )
-
-LAUNCH = """
-mutation LaunchRun($executionParams: ExecutionParams!) {
-  launchRun(executionParams: $executionParams) {
-    __typename
-    ... on LaunchRunSuccess { run { runId status } }
-    ... on RunConfigValidationInvalid { errors { message reason } }
-    ... on PipelineNotFoundError { message }
-    ... on PythonError { message }
-  }
-}
-"""
-STATUS = """
-query RunStatus($runId: ID!) {
-  runOrError(runId: $runId) {
-    __typename
-    ... on Run { runId status startTime endTime }
-    ... on RunNotFoundError { message }
-    ... on PythonError { message }
-  }
-}
-"""
 
 
 def launch_body(job: str = "train_model", adf_run: str | None = None) -> dict[str, Any]:

@@ -11,33 +11,11 @@ from graphql import parse, print_ast
 
 from orchestration.adf_templates import ADD_PARTITION_QUERY, FAILURE_QUERY, LAUNCH_QUERY, STATUS_QUERY
 from orchestration.gateway_policy import Decision, Identity, authorize
+from tests.gateway_support import LAUNCH, STATUS
 
 ADF = Identity(name="adf", jobs=frozenset({"score_batch", "train_model"}), object_id="oid-1")
 # As the gateway reads them from the code location (tests/test_gateway.py checks that).
 PARTITIONS = {"score_batch": "inference_batches", "mnist_pipeline": "inference_batches"}
-
-LAUNCH = """
-mutation LaunchRun($executionParams: ExecutionParams!) {
-  launchRun(executionParams: $executionParams) {
-    __typename
-    ... on LaunchRunSuccess { run { runId status } }
-    ... on RunConfigValidationInvalid { errors { message reason } }
-    ... on PipelineNotFoundError { message }
-    ... on InvalidSubsetError { message }
-    ... on PythonError { message }
-  }
-}
-"""
-STATUS = """
-query RunStatus($runId: ID!) {
-  runOrError(runId: $runId) {
-    __typename
-    ... on Run { runId status startTime endTime }
-    ... on RunNotFoundError { message }
-    ... on PythonError { message }
-  }
-}
-"""
 
 
 def params(job: str = "score_batch", **extra: Any) -> dict[str, Any]:

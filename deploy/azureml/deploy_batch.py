@@ -28,6 +28,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from deploy.azureml._common import add_workspace_arguments
 from deploy.azureml.publish_pipeline import PROJECT_ROOT, stage_snapshot
 
 MINI_BATCH_FILES = 1000  # more files than any inference batch: one run() sees the whole batch
@@ -130,14 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m deploy.azureml.deploy_batch", description=(__doc__ or "").split("\n\n")[0]
     )
-    parser.add_argument(
-        "--subscription", default=d.get("subscription_id"), required="subscription_id" not in d
-    )
-    parser.add_argument(
-        "--resource-group", default=d.get("resource_group"), required="resource_group" not in d
-    )
-    parser.add_argument("--workspace", default=d.get("workspace_name"), required="workspace_name" not in d)
-    parser.add_argument("--datastore", default=d.get("datastore", "workspaceblobstore"))
+    add_workspace_arguments(parser, d)
     parser.add_argument("--endpoint", default=d.get("batch_endpoint", "mnist-batch"))
     parser.add_argument("--deployment", default=d.get("batch_deployment", "blue"))
     parser.add_argument("--model-name", default="mnist")

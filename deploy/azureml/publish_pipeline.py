@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from deploy.azureml import pipeline_spec
+from deploy.azureml._common import add_workspace_arguments
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -130,14 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m deploy.azureml.publish_pipeline", description=(__doc__ or "").split("\n\n")[0]
     )
-    parser.add_argument(
-        "--subscription", default=d.get("subscription_id"), required="subscription_id" not in d
-    )
-    parser.add_argument(
-        "--resource-group", default=d.get("resource_group"), required="resource_group" not in d
-    )
-    parser.add_argument("--workspace", default=d.get("workspace_name"), required="workspace_name" not in d)
-    parser.add_argument("--datastore", default=d.get("datastore", "workspaceblobstore"))
+    add_workspace_arguments(parser, d)
     parser.add_argument("--endpoint", default=d.get("pipeline_endpoint", "mnist-training"))
     parser.add_argument("--compute", required=True, help="an AzureML compute cluster name")
     parser.add_argument("--allow-reuse", action="store_true")

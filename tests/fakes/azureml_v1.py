@@ -28,7 +28,7 @@ from deploy.azureml import pipeline_spec
 from resources.storage import ObjectStore
 from tests.fakes import specs
 from tests.fakes.http import FakeHttpServer, Reply, Request
-from tests.fakes.jobs import Clock, JobRunner, Mount, SimJob
+from tests.fakes.jobs import Clock, FakeWorkspace, Mount, SimJob
 
 WS = r"/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers/Microsoft\.MachineLearningServices/workspaces/(?P<ws>[^/]+)"
 P = r"/pipelines/v1\.0" + WS
@@ -74,7 +74,7 @@ class PipelineRun:
     properties: dict[str, str] = field(default_factory=dict)
 
 
-class FakeAzureMLPipelines:
+class FakeAzureMLPipelines(FakeWorkspace):
     """One workspace with one PipelineEndpoint; `versions` maps version -> published pipeline id."""
 
     def __init__(
@@ -93,14 +93,18 @@ class FakeAzureMLPipelines:
         allow_reuse: bool = True,
         server: FakeHttpServer | None = None,
     ) -> None:
-        self.store = store
-        self.subscription, self.resource_group, self.workspace = subscription, resource_group, workspace
-        self.datastore = datastore
-        self.mode = mode
-        self.queue_s, self.run_s = queue_s, run_s
-        self.clock = Clock(scale)
-        self.runner = JobRunner(store, self.clock)
-        self.server = server or FakeHttpServer()
+        super().__init__(
+            store,
+            subscription=subscription,
+            resource_group=resource_group,
+            workspace=workspace,
+            datastore=datastore,
+            mode=mode,
+            queue_s=queue_s,
+            run_s=run_s,
+            scale=scale,
+            server=server,
+        )
         self.endpoint_id = str(uuid.uuid4())
         self.endpoint_name = endpoint_name
         self.pipelines: dict[str, dict[str, Any]] = {}
@@ -134,18 +138,6 @@ class FakeAzureMLPipelines:
     def submissions(self) -> int:
         """Pipeline runs created (what 'exactly one remote submission' counts)."""
         return len(self.runs)
-
-    def start(self) -> FakeAzureMLPipelines:
-        self.server.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.stop()
-        self.runner.close()
-
-    @property
-    def url(self) -> str:
-        return self.server.url
 
     # ---- routes ---------------------------------------------------------------------------------------
     def _routes(self) -> None:

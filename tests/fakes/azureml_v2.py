@@ -24,7 +24,7 @@ from typing import Any
 from resources.storage import ObjectStore
 from tests.fakes import specs
 from tests.fakes.http import FakeHttpServer, Reply, Request
-from tests.fakes.jobs import Clock, JobRunner, Mount, SimJob
+from tests.fakes.jobs import FakeWorkspace, Mount, SimJob
 
 A = r"/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers/Microsoft\.MachineLearningServices/workspaces/(?P<ws>[^/]+)"
 STATUS = {
@@ -68,7 +68,7 @@ class BatchJob:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-class FakeAzureMLBatch:
+class FakeAzureMLBatch(FakeWorkspace):
     def __init__(
         self,
         store: ObjectStore | None,
@@ -84,15 +84,19 @@ class FakeAzureMLBatch:
         scale: float = 1.0,
         server: FakeHttpServer | None = None,
     ) -> None:
-        self.store = store
-        self.subscription, self.resource_group, self.workspace = subscription, resource_group, workspace
-        self.datastore = datastore
+        super().__init__(
+            store,
+            subscription=subscription,
+            resource_group=resource_group,
+            workspace=workspace,
+            datastore=datastore,
+            mode=mode,
+            queue_s=queue_s,
+            run_s=run_s,
+            scale=scale,
+            server=server,
+        )
         self.endpoint_name = endpoint_name
-        self.mode = mode
-        self.queue_s, self.run_s = queue_s, run_s
-        self.clock = Clock(scale)
-        self.runner = JobRunner(store, self.clock)
-        self.server = server or FakeHttpServer()
         self.models: dict[tuple[str, str], str] = {}  # (name, version) -> modelUri
         self.deployments: dict[str, tuple[str, str]] = {}  # deployment -> (model name, version)
         self.default_deployment: str | None = None
@@ -115,18 +119,6 @@ class FakeAzureMLBatch:
     @property
     def invocations(self) -> int:
         return len(self.jobs)
-
-    def start(self) -> FakeAzureMLBatch:
-        self.server.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.stop()
-        self.runner.close()
-
-    @property
-    def url(self) -> str:
-        return self.server.url
 
     @property
     def scoring_uri(self) -> str:

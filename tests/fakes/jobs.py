@@ -19,8 +19,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 from resources.storage import ObjectStore
+from tests.fakes.http import FakeHttpServer
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -206,3 +208,44 @@ class JobRunner:
         job.ended = at if at is not None else self.clock.now()
         if job.on_end is not None:
             job.on_end(job)
+
+
+class FakeWorkspace:
+    """What the AzureML fakes share: one workspace (names as the SDKs address it) served over HTTP by a
+    `FakeHttpServer`, whose jobs a `JobRunner` advances on a clock running `scale` times real time.
+    `mode` is "process" (jobs run the real step) or "simulate"; `store` is the datastore's container."""
+
+    def __init__(
+        self,
+        store: ObjectStore | None,
+        *,
+        subscription: str,
+        resource_group: str,
+        workspace: str,
+        datastore: str,
+        mode: str,
+        queue_s: float,
+        run_s: float,
+        scale: float,
+        server: FakeHttpServer | None,
+    ) -> None:
+        self.store = store
+        self.subscription, self.resource_group, self.workspace = subscription, resource_group, workspace
+        self.datastore = datastore
+        self.mode = mode
+        self.queue_s, self.run_s = queue_s, run_s
+        self.clock = Clock(scale)
+        self.runner = JobRunner(store, self.clock)
+        self.server = server or FakeHttpServer()
+
+    def start(self) -> Self:
+        self.server.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.stop()
+        self.runner.close()
+
+    @property
+    def url(self) -> str:
+        return self.server.url
