@@ -8,7 +8,7 @@ import dagster as dg
 import pytest
 from dagster._core.errors import DagsterExecutionInterruptedError
 
-from resources.compute import ComputeBackend, JobStatus, WorkloadRequest, idempotency_key
+from resources.compute import ComputeBackend, JobStatus, LocalProcessBackend, WorkloadRequest, idempotency_key
 from resources.compute.azureml_v2 import AzureMLBatchEndpointBackend
 from resources.storage import ObjectStore
 from tests.fakes.azureml_v2 import FakeAzureMLBatch
@@ -264,6 +264,8 @@ def test_assets_materialize_end_to_end_on_azureml_fakes(
             "scoring_compute": AzureMLBatchEndpointBackend(
                 **common, arm_url=v2.url, endpoint_name=v2.endpoint_name
             ),
+            # AzureML has no ingest: raw MNIST is fetched by the local backend, as in the default settings.
+            "ingest_compute": LocalProcessBackend(work_dir=str(tmp_path / "compute")),
             "mnist_source": MnistSource(location=str(synthetic_source)),
             "quality": QualityGate(min_accuracy=0.8),
         }
