@@ -29,6 +29,12 @@ class Daemon:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = home / "daemon.log"
 
+    def set_max_concurrent_runs(self, n: int) -> None:
+        path = self.home / "dagster.yaml"
+        text = path.read_text()
+        assert "max_concurrent_runs: 2" in text, "the shipped local instance changed"
+        path.write_text(text.replace("max_concurrent_runs: 2", f"max_concurrent_runs: {n}", 1))
+
     def cli(self, *args: str, target: tuple[str, ...] = ("-w", str(PROJECT_ROOT / "workspace.yaml"))) -> None:
         subprocess.run(
             [str(BIN / "dagster"), *args, *target],
