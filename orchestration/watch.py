@@ -31,7 +31,7 @@ from resources.storage import ObjectInfo, ObjectStore
 from .batches import BatchRules, BatchState, assess, basename, batch_id_problem
 
 CURSOR_VERSION = 2
-CHEAP_POLL_SECONDS = 0.5  # re-poll within a tick only while one listing round costs less than this
+CHEAP_POLL_SECONDS = 0.5  # re-poll within a tick only while the dated listing costs less than this
 CHEAP_FULL_PASS_SECONDS = 0.5  # a full pass this cheap runs on every tick
 RECENT_LIMIT = 1000  # requests remembered in the cursor; older ones are in the ledger
 REJECTED_LIMIT = 1000
@@ -197,6 +197,7 @@ def scan_listing(
         waiting: list[str] = []  # incomplete folders seen in this round
         seen: set[str] = set()
         _dated_round(plan, store, prefix, rules, fixed_now or datetime.now(UTC), seen, waiting)
+        dated_cost = time.monotonic() - started
         if (
             cursor.full_pass_seconds < CHEAP_FULL_PASS_SECONDS
             or time.time() - cursor.full_pass_at >= full_pass_seconds
@@ -217,7 +218,9 @@ def scan_listing(
             cursor.full_pass_seconds = time.monotonic() - pass_started
         # Long-poll while it is cheap (small containers, few open folders): a marker that lands during
         # the tick is seen at once instead of on the next tick, seconds later.
-        if plan.ready or time.monotonic() >= deadline or time.monotonic() - started > CHEAP_POLL_SECONDS:
+        # (The full pass joins later rounds only while it is cheap too; at scale the dated listing alone
+        # keeps long-polling, so dated batches are seen within a second however large the container.)
+        if plan.ready or time.monotonic() >= deadline or dated_cost > CHEAP_POLL_SECONDS:
             plan.notes.extend(waiting)
             break
         time.sleep(0.3)
