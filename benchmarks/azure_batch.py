@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 import tempfile
 import time
 import uuid
@@ -25,13 +24,12 @@ from pathlib import Path
 from typing import Any
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(PROJECT_ROOT))
 
-from resources.compute.azure_batch import AzureBatchBackend  # noqa: E402
 from resources.compute.base import JobState, WorkloadRequest  # noqa: E402
+from resources.compute.batch_tasks.backend import AzureBatchBackend  # noqa: E402
 from resources.storage import AzureBlobObjectStore  # noqa: E402
-from tests.azurite import run_azurite  # noqa: E402
-from tests.fakes.azure_batch import BatchFake  # noqa: E402
+from tests.support.azurite import run_azurite  # noqa: E402
+from tests.support.fakes.azure_batch import BatchFake  # noqa: E402
 
 SLEEPY = PROJECT_ROOT / "tests" / "sleepy"  # stdlib only: starts in milliseconds
 ADF_POLL = 120.0

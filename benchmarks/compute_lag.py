@@ -2,7 +2,7 @@
 
     python benchmarks/compute_lag.py [--durations 5 60 600] [--real-seconds 12] [--backends azureml-v1 azureml-v2]
 
-Each backend runs simulated jobs on its contract fake (tests/fakes) whose clock is time-scaled: a
+Each backend runs simulated jobs on its contract fake (tests/support/fakes) whose clock is time-scaled: a
 600 s job takes `--real-seconds` of wall time; the backend's poll schedule is scaled by the same
 factor, so lag and request counts are reported in simulated seconds. The backend follows the job
 exactly as `ComputeBackend.run` does (poll_intervals -> wait -> status, then new_log_lines).
@@ -20,10 +20,7 @@ import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from resources.compute import ComputeBackend, WorkloadRequest
 from resources.storage import LocalObjectStore
@@ -47,7 +44,7 @@ class Harness:
 
 def _poll_settings(scale: float) -> dict[str, Any]:
     """The backend's default schedule, in real seconds for a clock running `scale` times faster."""
-    from resources.compute.azureml_common import AzureMLBackend
+    from resources.compute.azureml.workspace import AzureMLBackend
 
     fields = AzureMLBackend.model_fields
     return {
@@ -57,8 +54,8 @@ def _poll_settings(scale: float) -> dict[str, Any]:
 
 
 def azureml_v1(scale: float) -> Harness:
-    from resources.compute.azureml_v1 import AzureMLPipelineBackend
-    from tests.fakes.azureml_v1 import FakeAzureMLPipelines
+    from resources.compute.azureml.pipeline_endpoint_training import AzureMLPipelineBackend
+    from tests.support.fakes.azureml_v1 import FakeAzureMLPipelines
 
     fake = FakeAzureMLPipelines(None, mode="simulate", queue_s=0.0, scale=scale, allow_reuse=False).start()
     backend = AzureMLPipelineBackend(
@@ -68,7 +65,7 @@ def azureml_v1(scale: float) -> Harness:
         datastore=fake.datastore,
         service_url=fake.url,
         allow_http_loopback=True,
-        credential="python:tests.fakes.http:fake_credential",
+        credential="python:tests.support.fakes.http:fake_credential",
         pipeline_endpoint=fake.endpoint_name,
         **_poll_settings(scale),
     )
@@ -92,8 +89,8 @@ def azureml_v1(scale: float) -> Harness:
 
 
 def azureml_v2(scale: float) -> Harness:
-    from resources.compute.azureml_v2 import AzureMLBatchEndpointBackend
-    from tests.fakes.azureml_v2 import FakeAzureMLBatch
+    from resources.compute.azureml.batch_endpoint_scoring import AzureMLBatchEndpointBackend
+    from tests.support.fakes.azureml_v2 import FakeAzureMLBatch
 
     fake = FakeAzureMLBatch(None, mode="simulate", queue_s=0.0, scale=scale).start()
     fake.deploy("models/mnist/m/model")
@@ -104,7 +101,7 @@ def azureml_v2(scale: float) -> Harness:
         datastore=fake.datastore,
         arm_url=fake.url,
         allow_http_loopback=True,
-        credential="python:tests.fakes.http:fake_credential",
+        credential="python:tests.support.fakes.http:fake_credential",
         endpoint_name=fake.endpoint_name,
         **_poll_settings(scale),
     )
@@ -175,7 +172,7 @@ def schedule_only(duration: float) -> tuple[float, int]:
 
     The measured figures also carry each poll's HTTP round trips, multiplied by the clock scale.
     """
-    from resources.compute.azureml_common import AzureMLBackend
+    from resources.compute.azureml.workspace import AzureMLBackend
 
     f = {k: float(v.default) for k, v in AzureMLBackend.model_fields.items() if k.startswith("poll_")}
     t, polls, floor = 0.0, 0, f["poll_initial_seconds"]

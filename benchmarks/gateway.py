@@ -5,14 +5,14 @@
 
 Everything is real except Entra: a dagster-webserver and a dagster-daemon over a temporary instance with
 the shipped settings (instance/local/dagster.yaml unless --instance), and the gateway itself started as
-`python -m orchestration.gateway` (uvicorn) validating RS256 tokens against a JWKS served on 127.0.0.1.
+`python -m adf_bridge.gateway.app` (uvicorn) validating RS256 tokens against a JWKS served on 127.0.0.1.
 
 Burst: 100 launches of `train_model` at once straight to the webserver (the baseline, with ADF run ids
 of their own; deleted after); then 100 at once through the gateway, each with its own ADF run id (tag
 `adf/pipeline_run_id`, the idempotency key of the instance's run coordinator); then the same 100 again
 (ADF retrying). Every first request must be a LaunchRunSuccess, every retry the same run back, and the
 instance must hold exactly 100 runs with those keys. The instance must use
-orchestration.run_coordinator's IdempotentQueuedRunCoordinator (the shipped local one does). No daemon runs during the burst, so the runs
+instance_plugins.run_coordinator's IdempotentQueuedRunCoordinator (the shipped local one does). No daemon runs during the burst, so the runs
 stay queued (the gateway and the webserver are what is measured); they are deleted afterwards.
 Latency: train once on synthetic digits, then 20 times: add a tiny inference batch, POST `score_batch`
 for it through the gateway, and take the run's STARTED time from Dagster; each run finishes before the
@@ -38,13 +38,12 @@ from pathlib import Path
 from typing import Any
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(PROJECT_ROOT))
 
 import httpx  # noqa: E402
 
-from tests.azurite import free_port  # noqa: E402
-from tests.gateway_support import LAUNCH, STATUS, Dagster, LocalEntra, clean_env  # noqa: E402
-from tests.synthetic import make_digits, write_source  # noqa: E402
+from tests.support.azurite import free_port  # noqa: E402
+from tests.support.gateway import LAUNCH, STATUS, Dagster, LocalEntra, clean_env  # noqa: E402
+from tests.support.synthetic import make_digits, write_source  # noqa: E402
 from workload.mnist_idx import encode_idx  # noqa: E402
 
 SMALL_TRAINING = {"ops": {"mnist_model": {"config": {"pca_components": 20, "kernel_components": 200}}}}
@@ -80,7 +79,7 @@ def body(
 
 
 class Gateway:
-    """`python -m orchestration.gateway` as a subprocess, configured for the local tenant."""
+    """`python -m adf_bridge.gateway.app` as a subprocess, configured for the local tenant."""
 
     def __init__(self, entra: LocalEntra, upstream: str, home: Path, extra: dict[str, str]) -> None:
         self.port = free_port()
@@ -94,7 +93,7 @@ class Gateway:
         self.log = home / "gateway.log"
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "orchestration.gateway"], cwd=PROJECT_ROOT, env=env, stdout=log,
+                [sys.executable, "-m", "adf_bridge.gateway.app"], cwd=PROJECT_ROOT, env=env, stdout=log,
                 stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
         deadline = time.monotonic() + 60
@@ -344,7 +343,7 @@ def main() -> None:
                 dagster.start_daemon()
                 latency(dagster, gateway, entra, root / "storage", args.latency_runs)
             decisions = [
-                json.loads(line.split(" orchestration.gateway ", 1)[1])
+                json.loads(line.split(" adf_bridge.gateway.app ", 1)[1])
                 for line in gateway.log.read_text().splitlines()
                 if '"gateway.decision"' in line
             ]

@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(PROJECT_ROOT))
 TARGETS = {"accuracy": 0.98, "e2e_seconds": 30.0, "images_per_second": 10_000, "load_ratio": 1.5}
 
 
@@ -88,7 +87,7 @@ def main() -> int:
     def e2e() -> tuple[float, str]:
         t = time.perf_counter()
         out = subprocess.run(
-            [sys.executable, "-m", "orchestration.demo"],
+            [sys.executable, "-m", "commands.demo"],
             cwd=PROJECT_ROOT,
             env=env,
             capture_output=True,

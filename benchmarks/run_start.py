@@ -3,10 +3,10 @@
     ./run bench-run-start              # 20 launches per launcher (plus one warm-up launch each)
     ./run bench-run-start --launches 5
 
-A real dagster-webserver and dagster-daemon (tests/webserver.py) over a temporary DAGSTER_HOME
+A real dagster-webserver and dagster-daemon (tests/support/webserver.py) over a temporary DAGSTER_HOME
 holding instance/local/dagster.yaml (QueuedRunCoordinator, dequeue every 1 s) with its run_launcher
 section replaced: none (Dagster's DefaultRunLauncher: the code server spawns a fresh process per run)
-or orchestration.launcher.WarmRunLauncher (a fork of a warm, pre-imported process). The job is
+or instance_plugins.warm_launcher.WarmRunLauncher (a fork of a warm, pre-imported process). The job is
 `train_model` with an empty MNIST source, so the run fails right after it STARTED (STARTED is what is
 measured, and it stays cheap). Launches are sequential: the next one is posted when the previous run
 has finished. Prints p50/p95/max of POST -> STARTED and the 1-minute load average before/after.
@@ -27,9 +27,8 @@ from typing import Any
 import yaml
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(PROJECT_ROOT))
 
-from tests.webserver import dagster_services, graphql  # noqa: E402
+from tests.support.webserver import dagster_services, graphql  # noqa: E402
 
 LAUNCH = """
 mutation LaunchRun($executionParams: ExecutionParams!) {
@@ -47,7 +46,7 @@ query RunStatus($runId: ID!) {
 """
 FINISHED = {"SUCCESS", "FAILURE", "CANCELED"}
 WARM = {
-    "module": "orchestration.launcher",
+    "module": "instance_plugins.warm_launcher",
     "class": "WarmRunLauncher",
     "config": {"preload_modules": ["dagster", "orchestration.definitions"]},
 }

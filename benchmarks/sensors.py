@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(PROJECT_ROOT))
 STATE = PROJECT_ROOT / "benchmarks" / "results"
 OLD_BATCHES, FILES_PER_BATCH, NEW_BATCHES = 10_000, 10, 10
 CONTAINER = "bench100k"
@@ -64,7 +63,7 @@ def build_container(conn: str) -> dict[str, str]:
     """100,000 objects in 10,000 scored batches; returns their versions (as the sensor computes them)."""
     from azure.storage.blob import ContainerClient
 
-    from orchestration.batches import BatchRules, assess
+    from orchestration.sensors.completeness import BatchRules, assess
     from resources.storage import ObjectInfo
 
     versions_file = STATE / "bench100k-versions.json"
@@ -96,11 +95,11 @@ def tick_part(conn: str) -> dict[str, Any]:
     from azure.storage.blob import ContainerClient
     from azure.storage.queue import QueueClient
 
-    from orchestration.batches import BatchRules, assess
     from orchestration.sensors import requested_run_keys
-    from orchestration.watch import Ledger, WatchCursor, scan_events, scan_listing
-    from resources.events import BlobEventQueue
-    from tests.events import blob_created_event
+    from orchestration.sensors.completeness import BatchRules, assess
+    from orchestration.sensors.folder_scan import Ledger, WatchCursor, scan_events, scan_listing
+    from resources.blob_events import BlobEventQueue
+    from tests.support.blob_events import blob_created_event
 
     versions = build_container(conn)
     container = ContainerClient.from_connection_string(conn, CONTAINER)
@@ -201,9 +200,9 @@ def latency_part(conn: str, mode: str, samples: int) -> dict[str, Any]:
     from azure.storage.blob import ContainerClient
     from azure.storage.queue import QueueClient
 
-    from tests.daemon import Daemon, wait_for
-    from tests.events import upload_and_notify
-    from tests.synthetic import make_digits, write_source
+    from tests.support.blob_events import upload_and_notify
+    from tests.support.daemon import Daemon, wait_for
+    from tests.support.synthetic import make_digits, write_source
     from workload.mnist_idx import encode_idx
 
     work = Path(tempfile.mkdtemp(prefix=f"sensor-latency-{mode}-"))
@@ -290,7 +289,7 @@ def main() -> int:
         "--modes", default="events,listing", help="latency part: events, listing and/or listing-undated"
     )
     args = parser.parse_args()
-    from tests.azurite import run_azurite
+    from tests.support.azurite import run_azurite
 
     location = STATE / "azurite"
     location.mkdir(parents=True, exist_ok=True)

@@ -15,11 +15,11 @@ from typing import Any, Literal
 
 import dagster as dg
 
-from orchestration.batches import BatchRules
 from orchestration.sensors import SensorSettings
+from orchestration.sensors.completeness import BatchRules
+from resources.blob_events import BlobEventQueue
 from resources.compute import ComputeBackend, LocalProcessBackend
-from resources.compute.azure_batch import POOL_MODES, AzureBatchBackend
-from resources.events import BlobEventQueue
+from resources.compute.batch_tasks.backend import POOL_MODES, AzureBatchBackend
 from resources.mnist_source import CANONICAL_URL, MnistSource
 from resources.quality import QualityGate
 from resources.storage import AzureBlobObjectStore, LocalObjectStore, ObjectStore
@@ -53,7 +53,7 @@ KNOWN: dict[str, str] = {
     "AZURE_STORAGE_CONNECTION_STRING": "secret: connection string (instead of account URL + credential)",
     "AZURE_STORAGE_KEY": "secret: account key",
     "AZURE_STORAGE_SAS_TOKEN": "secret: SAS token",
-    # --- authenticating gateway for ADF (read by orchestration/gateway.py, GatewaySettings.from_env) ---
+    # --- authenticating gateway for ADF (read by adf_bridge/gateway/app.py, GatewaySettings.from_env) ---
     "MNIST_GATEWAY_UPSTREAM": "gateway: the internal webserver's GraphQL URL (default http://127.0.0.1:3000/graphql)",
     "MNIST_GATEWAY_HOST": "gateway: address to listen on (default 127.0.0.1)",
     "MNIST_GATEWAY_PORT": "gateway: port to listen on (default 8080)",
@@ -323,8 +323,8 @@ class Settings:
                 _positive(AZUREML_VARS[key], values[key], float)
 
     def _azureml_backend(self, role: ComputeRole) -> ComputeBackend:
-        from resources.compute.azureml_v1 import AzureMLPipelineBackend
-        from resources.compute.azureml_v2 import AzureMLBatchEndpointBackend
+        from resources.compute.azureml.batch_endpoint_scoring import AzureMLBatchEndpointBackend
+        from resources.compute.azureml.pipeline_endpoint_training import AzureMLPipelineBackend
 
         if role == "ingest":
             raise SettingsError(

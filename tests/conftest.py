@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from resources.storage import AzureBlobObjectStore, LocalObjectStore, ObjectStore
-from tests.azurite import AZURITE, run_azurite
-from tests.synthetic import write_source
+from tests.support.azurite import AZURITE, run_azurite
+from tests.support.synthetic import write_source
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ from .base import (
     WorkloadResult,
     idempotency_key,
 )
-from .local import LocalProcessBackend
+from .local_process import LocalProcessBackend
 
 __all__ = [
     "ComputeBackend",

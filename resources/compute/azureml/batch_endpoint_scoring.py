@@ -1,0 +1,336 @@
+"""Scoring on an AzureML v2 batch endpoint, over its REST contract (no azure-ai-ml needed).
+
+What ADF's Web activity + Until/Wait loop did, as a compute backend: invoke the batch endpoint with
+the batch's folder in the datastore as a UriFolder input and a fresh output folder, follow the job,
+cancel it when the Dagster run is cancelled, copy the result into the predictions folder.
+
+Calls (ARM = https://management.azure.com<workspace>, api-version 2023-10-01):
+- GET ARM/batchEndpoints/<ep>                   scoringUri, default deployment
+- GET ARM/batchEndpoints/<ep>/deployments/<d>   which model it serves (properties.model.assetId)
+- GET ARM/models/<name>/versions/<v>            where that model lives (properties.modelUri)
+- POST <scoringUri> (token audience https://ml.azure.com)  {"properties": {"inputData", "outputData",
+  "properties"}}; the `azureml-model-deployment` header is set per request, so a deployment named
+  for one call never leaks into the next (azure-ai-ml keeps it in a module-level dict)
+- GET ARM/jobs/<name>    status          POST ARM/jobs/<name>/cancel
+- find: GET ARM/jobs?tag=... is by tag key only and batch invocations carry no tags, so the job is
+  found by the job property `dagster.key_digest` among the experiment's recent jobs.
+
+Which model scores: the deployment serves one registered model (deploy/azureml/deploy_batch.py
+registers the promoted model folder and deploys it). Before invoking, the backend checks that the
+deployment's model is the promoted model the asset asked for (same datastore folder) and fails with
+what to run otherwise: scoring with a model other than the promoted one would be silent drift.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+from urllib.parse import quote
+
+import dagster as dg
+from pydantic import PrivateAttr
+
+from resources.azure.rest import ARM_SCOPE, AZUREML_SCOPE, PermanentAzureError, submit_once
+from resources.compute.base import JobState, JobStatus, WorkloadRequest
+from resources.storage import ObjectStore
+
+from .workspace import AzureMLBackend, LogLinePipesReader
+
+API_VERSION = "2023-10-01"
+OUTPUTS_PREFIX = "_batch_outputs"
+KEY_PROPERTY = "dagster.idempotency_key"
+DIGEST_PROPERTY = "dagster.key_digest"
+OUTPUT_PROPERTY = "dagster.output_path"
+_STATES = {
+    "notstarted": JobState.QUEUED,
+    "starting": JobState.QUEUED,
+    "provisioning": JobState.QUEUED,
+    "preparing": JobState.QUEUED,
+    "queued": JobState.QUEUED,
+    "unknown": JobState.QUEUED,
+    "running": JobState.RUNNING,
+    "finalizing": JobState.RUNNING,
+    "cancelrequested": JobState.RUNNING,
+    "completed": JobState.SUCCEEDED,
+    "failed": JobState.FAILED,
+    "canceled": JobState.CANCELED,
+    "notresponding": JobState.FAILED,
+    "paused": JobState.FAILED,
+}
+
+
+@dataclass
+class _JobInfo:
+    status: str = ""
+    output_prefix: str | None = None
+    deployment: str | None = None
+    model: str | None = None
+    studio_url: str | None = None
+    reported: str = ""  # the last status logged
+
+
+class AzureMLBatchEndpointBackend(AzureMLBackend):
+    """Runs the scoring task as a job of an AzureML v2 batch endpoint (a model deployment).
+
+    `input_name` / `model_input`: which request input is the batch folder (sent as UriFolder) and
+    which is the model folder (checked against the deployment's model, not sent).
+    """
+
+    arm_url: str = "https://management.azure.com"
+    endpoint_name: str = "mnist-batch"
+    deployment_name: str | None = None  # None: the endpoint's default deployment
+    experiment_name: str = "mnist-scoring"
+    input_name: str = "batch"
+    model_input: str = "model"
+    output_name: str = "score"  # model deployments have one output, named "score"
+    check_model: bool = True
+    # A result folder is complete when this file exists (the scoring task writes it last).
+    output_marker: str = "summary.json"
+
+    client_name: ClassVar[str] = "azureml-batch-endpoint"
+    _jobs: dict[str, _JobInfo] = PrivateAttr(default_factory=dict)
+    _log_pipes: LogLinePipesReader | None = PrivateAttr(default=None)
+
+    def _arm(self, path: str) -> str:
+        return f"{self.arm_url.rstrip('/')}{self.workspace_path}/{path}"
+
+    def _api(self) -> Any:
+        return self._rest(ARM_SCOPE, "AzureML")
+
+    def _get(self, path: str, what: str, fix: str = "") -> Any:
+        return (
+            self._api()
+            .call("GET", self._arm(path), params={"api-version": API_VERSION}, what=what, fix=fix)
+            .json()
+        )
+
+    # ---- endpoint, deployment, model ----------------------------------------------------------------
+    def _endpoint(self) -> dict[str, Any]:
+        endpoint = self._get(
+            f"batchEndpoints/{quote(self.endpoint_name)}",
+            f"batch endpoint {self.endpoint_name!r}",
+            "MNIST_AZUREML_BATCH_ENDPOINT and the workspace settings",
+        )
+        props = endpoint.get("properties") or {}
+        if not props.get("scoringUri"):
+            raise PermanentAzureError(
+                f"AzureML: batch endpoint {self.endpoint_name!r} has no scoring URI (provisioning state "
+                f"{props.get('provisioningState')}): wait until it is provisioned"
+            )
+        return props
+
+    def _deployment(self, endpoint: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        name = self.deployment_name or ((endpoint.get("defaults") or {}).get("deploymentName"))
+        if not name:
+            raise PermanentAzureError(
+                f"AzureML: batch endpoint {self.endpoint_name!r} has no default deployment: set "
+                "MNIST_AZUREML_BATCH_DEPLOYMENT or deploy one (python -m deploy.azureml.deploy_batch)"
+            )
+        deployment = self._get(
+            f"batchEndpoints/{quote(self.endpoint_name)}/deployments/{quote(name)}",
+            f"deployment {name!r} of batch endpoint {self.endpoint_name!r}",
+            "MNIST_AZUREML_BATCH_DEPLOYMENT",
+        )
+        return name, deployment.get("properties") or {}
+
+    def _check_model(self, deployment_name: str, deployment: dict[str, Any], model_prefix: str) -> str:
+        """The deployment must serve the promoted model; returns 'name:version'."""
+        asset_id = str((deployment.get("model") or {}).get("assetId") or "")
+        marker = "/models/"
+        if marker not in asset_id or "/versions/" not in asset_id:
+            raise PermanentAzureError(
+                f"AzureML: deployment {deployment_name!r} does not name a registered model ({asset_id or 'none'}); "
+                "deploy one with python -m deploy.azureml.deploy_batch"
+            )
+        name, _, version = asset_id.split(marker, 1)[1].partition("/versions/")
+        model = self._get(
+            f"models/{quote(name)}/versions/{quote(version)}",
+            f"model {name}:{version} of deployment {deployment_name!r}",
+        )
+        served = str((model.get("properties") or {}).get("modelUri") or "").rstrip("/")
+        wanted = self.datastore_uri(model_prefix).rstrip("/")
+        if _datastore_path(served) != _datastore_path(wanted):
+            raise PermanentAzureError(
+                f"AzureML: deployment {deployment_name!r} of batch endpoint {self.endpoint_name!r} serves model "
+                f"{name}:{version} from {served or 'an unknown location'}, but the promoted model is {wanted}. "
+                f"Deploy the promoted model first: python -m deploy.azureml.deploy_batch --model-path {model_prefix}"
+            )
+        return f"{name}:{version}"
+
+    # ---- the job protocol -------------------------------------------------------------------------------
+    def find_job(self, request: WorkloadRequest) -> str | None:
+        """The batch job already invoked for this idempotency key, by its job property."""
+        url: str | None = self._arm("jobs")
+        params: dict[str, str] | None = {"api-version": API_VERSION, "listViewType": "ActiveOnly"}
+        for _ in range(5):  # the newest jobs come first; a retry follows its submission closely
+            if url is None:
+                break
+            page = (
+                self._api()
+                .call("GET", url, params=params, what="listing jobs to find an earlier invocation")
+                .json()
+            )
+            for job in (page or {}).get("value") or []:
+                props = job.get("properties") or {}
+                marks = props.get("properties") or {}
+                if (
+                    marks.get(DIGEST_PROPERTY) == request.key_digest
+                    and marks.get(KEY_PROPERTY) == request.idempotency_key
+                ):
+                    info = self._info(str(job["name"]))
+                    info.output_prefix = marks.get(OUTPUT_PROPERTY)
+                    return str(job["name"])
+            url, params = (page or {}).get("nextLink"), None
+        return None
+
+    def submit(self, request: WorkloadRequest, store: ObjectStore, env: Mapping[str, str]) -> str:
+        if self.input_name not in request.inputs:
+            raise PermanentAzureError(
+                f"AzureML batch backend: the request has no {self.input_name!r} input (task {request.task})"
+            )
+        if len(request.outputs) != 1:
+            raise PermanentAzureError(
+                "AzureML batch backend: a scoring request has exactly one output folder"
+            )
+        endpoint = self._endpoint()
+        deployment_name, deployment = self._deployment(endpoint)
+        model = None
+        if self.check_model and self.model_input in request.inputs:
+            model = self._check_model(deployment_name, deployment, request.inputs[self.model_input])
+        # A batch endpoint refuses an output path that exists: every submission gets a fresh one.
+        output_prefix = f"{OUTPUTS_PREFIX}/{request.key_digest}/{uuid.uuid4().hex[:12]}"
+        body = {
+            "properties": {
+                "inputData": {
+                    self.input_name: {
+                        "jobInputType": "UriFolder",
+                        "uri": self.datastore_uri(request.inputs[self.input_name]),
+                    }
+                },
+                "outputData": {
+                    self.output_name: {"jobOutputType": "UriFolder", "uri": self.datastore_uri(output_prefix)}
+                },
+                "properties": {
+                    "experimentName": self.experiment_name,
+                    KEY_PROPERTY: request.idempotency_key,
+                    DIGEST_PROPERTY: request.key_digest,
+                    OUTPUT_PROPERTY: output_prefix,
+                },
+            }
+        }
+        headers = {"x-ms-client-request-id": str(uuid.uuid4())}
+        if self.deployment_name:
+            headers["azureml-model-deployment"] = self.deployment_name
+        scoring = self._rest(AZUREML_SCOPE, "AzureML batch endpoint")
+
+        def send() -> str:
+            job = scoring.call(
+                "POST",
+                str(endpoint["scoringUri"]),
+                json_body=body,
+                headers=headers,
+                retry=False,
+                what=f"invoking batch endpoint {self.endpoint_name!r}",
+                fix="the endpoint's deployment and the datastore (MNIST_AZUREML_DATASTORE)",
+            ).json()
+            name = str(job.get("name") or str(job.get("id", "")).rsplit("/", 1)[-1])
+            info = self._info(name)
+            info.output_prefix, info.deployment, info.model = output_prefix, deployment_name, model
+            return name
+
+        return submit_once(send, lambda: self.find_job(request), backoff=self.poll_initial_seconds)
+
+    def _info(self, job_id: str) -> _JobInfo:
+        return self._jobs.setdefault(job_id, _JobInfo())
+
+    def status(self, job_id: str) -> JobStatus:
+        job = self._get(f"jobs/{quote(job_id)}", f"status of batch job {job_id}")
+        props = job.get("properties") or {}
+        info = self._info(job_id)
+        info.status = str(props.get("status") or "Unknown")
+        info.output_prefix = info.output_prefix or (props.get("properties") or {}).get(OUTPUT_PROPERTY)
+        studio = ((props.get("services") or {}).get("Studio") or {}).get("endpoint")
+        info.studio_url = studio or info.studio_url
+        state = _STATES.get(info.status.lower(), JobState.QUEUED)
+        if state in (JobState.FAILED, JobState.CANCELED):
+            return JobStatus(state, f"batch job {job_id} is {info.status}; see {self.job_url(job_id)}")
+        return JobStatus(state)
+
+    def cancel(self, job_id: str) -> None:
+        self._api().call(
+            "POST",
+            self._arm(f"jobs/{quote(job_id)}/cancel"),
+            params={"api-version": API_VERSION},
+            what=f"cancelling batch job {job_id}",
+        )
+
+    def job_url(self, job_id: str) -> str | None:
+        return self._info(job_id).studio_url or self.portal_url(job_id)
+
+    def new_log_lines(self, job_id: str) -> list[str]:
+        """Status transitions (a model deployment's job carries no Pipes channel back)."""
+        info = self._info(job_id)
+        if info.status and info.status != info.reported:
+            info.reported = info.status
+            return [f"batch job {job_id}: {info.status}"]
+        return []
+
+    @contextlib.contextmanager
+    def pipes_session(
+        self, context: dg.AssetExecutionContext, request: WorkloadRequest
+    ) -> Iterator[dg.PipesSession]:
+        # Batch model deployments take data inputs only: there is no way to hand the job a Pipes
+        # bootstrap, so the session carries nothing; status transitions are logged instead.
+        reader = LogLinePipesReader()
+        with dg.open_pipes_session(
+            context=context, context_injector=dg.PipesEnvContextInjector(), message_reader=reader
+        ) as session:
+            yield session
+
+    def collect_outputs(self, job_id: str, request: WorkloadRequest, store: ObjectStore) -> None:
+        """Copy the job's output folder into the predictions folder, the marker file last."""
+        info = self._info(job_id)
+        if not info.output_prefix:
+            raise PermanentAzureError(
+                f"AzureML batch job {job_id}: its output folder is unknown (no {OUTPUT_PROPERTY} property)"
+            )
+        source = info.output_prefix.strip("/") + "/"
+        objects = [o.name for o in store.list(source)]
+        if source + self.output_marker not in objects:
+            raise PermanentAzureError(
+                f"AzureML batch job {job_id} completed, but {store.uri(source)} has no {self.output_marker}: the "
+                f"deployment did not write the scoring task's outputs (check its scoring script; {self.job_url(job_id)})"
+            )
+        [target] = request.outputs.values()
+        ordered = sorted(objects, key=lambda name: name == source + self.output_marker)
+        for name in ordered:
+            store.put_bytes(f"{target.rstrip('/')}/{name[len(source) :]}", store.get_bytes(name))
+
+    def result_metadata(self, job_id: str) -> Mapping[str, Any]:
+        info = self._info(job_id)
+        meta: dict[str, Any] = {
+            "azureml_job": job_id,
+            "azureml_job_url": dg.MetadataValue.url(str(self.job_url(job_id))),
+            "azureml_status": info.status,
+            "azureml_batch_endpoint": self.endpoint_name,
+        }
+        if info.deployment:
+            meta["azureml_deployment"] = info.deployment
+        if info.model:
+            meta["azureml_model"] = info.model
+        if info.output_prefix:
+            meta["azureml_output"] = self.datastore_uri(info.output_prefix)
+        return meta
+
+
+_DATASTORE_PATH = re.compile(r"datastores/([^/]+)/paths/(.+?)/*$")
+
+
+def _datastore_path(uri: str) -> tuple[str, str] | None:
+    """(datastore, path) of an azureml:// URI, short or long (workspace-qualified) form."""
+    m = _DATASTORE_PATH.search(uri)
+    return (m.group(1), m.group(2)) if m else None

@@ -1,0 +1,446 @@
+"""Training on AzureML through a v1 PipelineEndpoint, over its REST contract (no azureml-core needed).
+
+What ADF's "Machine Learning Execute Pipeline" activity does, as a compute backend: submit to a
+published pipeline endpoint (its default version, or a pinned one) with string pipeline parameters
+and DataPath assignments, follow the run, cancel it when the Dagster run is cancelled.
+
+Calls (P = /pipelines/v1.0/<workspace>, H = /history/v1.0/<workspace>, on https://<region>.api.azureml.ms):
+- endpoint: GET P/PipelineEndpoints/Name?Name=<name> (or P/PipelineEndpoints/Id/<id>)
+- submit:   POST P/PipelineRuns/PipelineEndpointSubmit/Id/<id>[/<version>?pipelineVersion=<version>]
+            body PipelineSubmissionInfo: ExperimentName, ParameterAssignments, DataPathAssignments,
+            Properties and tags carrying the Dagster idempotency key
+- find:     POST H/experiments/<exp>/runs:query with filter "(Properties/dagster.key_digest eq '<digest>')"
+- status:   GET P/PipelineRuns/<id>        cancel: DELETE P/PipelineRuns/<id>/Execution
+- steps:    GET H/runs/<id>/children (status; properties azureml.reusedrunid mark a reused step)
+- logs:     GET H/runs/<step>/details -> logFiles {name: SAS URL}, read incrementally
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+from urllib.parse import quote
+
+import dagster as dg
+from pydantic import PrivateAttr
+
+from resources.azure.rest import (
+    PermanentAzureError,
+    TransientAzureError,
+    submit_once,
+)
+from resources.compute.base import JobState, JobStatus, WorkloadRequest
+from resources.storage import ObjectStore
+
+from .workspace import AzureMLBackend, LogLinePipesReader
+
+V1_SCOPE = "https://management.core.windows.net/.default"
+# The pipelines service reports states by name, and sometimes by number.
+_STATES = {
+    "notstarted": JobState.QUEUED,
+    "queued": JobState.QUEUED,
+    "unknown": JobState.QUEUED,
+    "preparing": JobState.QUEUED,
+    "starting": JobState.QUEUED,
+    "running": JobState.RUNNING,
+    "finalizing": JobState.RUNNING,
+    "cancelrequested": JobState.RUNNING,
+    "finished": JobState.SUCCEEDED,
+    "completed": JobState.SUCCEEDED,
+    "failed": JobState.FAILED,
+    "canceled": JobState.CANCELED,
+    "cancelled": JobState.CANCELED,
+    "0": JobState.QUEUED,
+    "1": JobState.RUNNING,
+    "2": JobState.FAILED,
+    "3": JobState.SUCCEEDED,
+    "4": JobState.CANCELED,
+}
+_TERMINAL_STEP = {"completed", "finished", "failed", "canceled", "cancelled"}
+KEY_PROPERTY = "dagster.idempotency_key"
+DIGEST_PROPERTY = "dagster.key_digest"
+PIPES_PARAMETER = "dagster_pipes"
+
+
+@dataclass
+class _Step:
+    name: str
+    status: str = ""
+    reused_from: str | None = None
+    log_offsets: dict[str, int] = field(default_factory=dict)
+    logs_done: bool = False
+
+
+@dataclass
+class _RunInfo:
+    experiment: str | None = None
+    pipeline_id: str | None = None
+    status_code: str = ""
+    status_detail: str | None = None
+    steps: dict[str, _Step] = field(default_factory=dict)
+
+
+class AzureMLPipelineBackend(AzureMLBackend):
+    """Runs the training task as a run of an AzureML v1 PipelineEndpoint.
+
+    The request's inputs and outputs become DataPath assignments on the configured datastore
+    (`datapath_parameters` maps a request name to the pipeline's DataPath parameter), its params
+    become string pipeline parameters. The published pipeline's step runs the workload with
+    `deploy/azureml/train_step.py` (see `deploy/azureml/publish_pipeline.py`).
+    """
+
+    region: str | None = None  # e.g. "westeurope": the service is https://<region>.api.azureml.ms
+    service_url: str | None = None  # overrides the regional URL (sovereign clouds, test doubles)
+    pipeline_endpoint: str | None = None  # endpoint name ...
+    pipeline_endpoint_id: str | None = None  # ... or id
+    pipeline_version: str | None = None  # None: the endpoint's default version
+    experiment_name: str = "mnist-training"
+    datapath_parameters: dict[str, str] = {"raw": "raw_data", "model": "model_output"}
+    # A folder is complete when its marker exists (metrics.json is written last by training).
+    output_markers: dict[str, str] = {"model": "metrics.json"}
+    # Pass the Dagster Pipes bootstrap as a pipeline parameter, so logs and metrics come back live.
+    # It makes every submission's parameters unique, so AzureML never reuses the step.
+    pipes: bool = True
+
+    client_name: ClassVar[str] = "azureml-pipeline"
+    _runs: dict[str, _RunInfo] = PrivateAttr(default_factory=dict)
+    _endpoint_cache: dict[str, Any] | None = PrivateAttr(default=None)
+
+    # ---- addresses ------------------------------------------------------------------------------
+    def _base(self) -> str:
+        if self.service_url:
+            return self.service_url.rstrip("/")
+        if not self.region:
+            raise PermanentAzureError(
+                "AzureML v1 backend: set the workspace region (MNIST_AZUREML_REGION, e.g. westeurope) or "
+                "the service URL (MNIST_AZUREML_SERVICE_URL)"
+            )
+        return f"https://{self.region}.api.azureml.ms"
+
+    def _p(self, path: str) -> str:
+        return f"{self._base()}/pipelines/v1.0{self.workspace_path}/{path}"
+
+    def _h(self, path: str) -> str:
+        return f"{self._base()}/history/v1.0{self.workspace_path}/{path}"
+
+    def _api(self) -> Any:
+        return self._rest(V1_SCOPE, "AzureML pipelines")
+
+    # ---- the endpoint -----------------------------------------------------------------------------
+    def endpoint(self) -> dict[str, Any]:
+        """The PipelineEndpoint entity (Id, Name, DefaultVersion, PipelineVersionList)."""
+        if self._endpoint_cache is not None:
+            return self._endpoint_cache
+        fix = (
+            "MNIST_AZUREML_PIPELINE_ENDPOINT / MNIST_AZUREML_PIPELINE_ENDPOINT_ID and the workspace settings"
+        )
+        if self.pipeline_endpoint_id:
+            url = self._p(f"PipelineEndpoints/Id/{quote(self.pipeline_endpoint_id)}")
+            what, params = f"pipeline endpoint id {self.pipeline_endpoint_id!r}", None
+        elif self.pipeline_endpoint:
+            url = self._p("PipelineEndpoints/Name")
+            what, params = f"pipeline endpoint {self.pipeline_endpoint!r}", {"Name": self.pipeline_endpoint}
+        else:
+            raise PermanentAzureError(
+                "AzureML v1 backend: name the pipeline endpoint (MNIST_AZUREML_PIPELINE_ENDPOINT) or its id "
+                "(MNIST_AZUREML_PIPELINE_ENDPOINT_ID)"
+            )
+        entity = self._api().call("GET", url, params=params, what=what, fix=fix).json()
+        if not isinstance(entity, dict) or not entity.get("Id"):
+            raise PermanentAzureError(f"AzureML pipelines: {what} not found. Check {fix}")
+        if str(entity.get("EntityStatus", "Active")).lower() not in ("active", "0"):
+            raise PermanentAzureError(
+                f"AzureML pipelines: {what} is {entity.get('EntityStatus')}, not Active: re-enable it or "
+                "publish a new one (python -m deploy.azureml.publish_pipeline)"
+            )
+        versions = [str(v.get("Version")) for v in entity.get("PipelineVersionList") or []]
+        if self.pipeline_version is not None and self.pipeline_version not in versions:
+            raise PermanentAzureError(
+                f"AzureML pipelines: {what} has no version {self.pipeline_version!r}; it has "
+                f"{', '.join(versions) or 'none'} (default {entity.get('DefaultVersion')}). Check "
+                "MNIST_AZUREML_PIPELINE_VERSION"
+            )
+        self._endpoint_cache = entity
+        return entity
+
+    # ---- the job protocol -------------------------------------------------------------------------
+    def find_job(self, request: WorkloadRequest) -> str | None:
+        """The pipeline run already submitted for this idempotency key (run history, by property)."""
+        try:
+            found = (
+                self._api()
+                .call(
+                    "POST",
+                    self._h(f"experiments/{quote(self.experiment_name)}/runs:query"),
+                    json_body={
+                        "filter": f"(Properties/{DIGEST_PROPERTY} eq '{request.key_digest}')",
+                        "orderBy": "CreatedUtc desc",
+                        "top": 20,
+                    },
+                    what=f"looking up runs of experiment {self.experiment_name!r}",
+                    fix="MNIST_AZUREML_EXPERIMENT",
+                )
+                .json()
+            )
+        except PermanentAzureError as err:
+            if err.status == 404:  # no such experiment yet: nothing was submitted
+                return None
+            raise
+        for run in (found or {}).get("value") or []:
+            if (run.get("properties") or {}).get(KEY_PROPERTY) == request.idempotency_key:
+                return str(run["runId"])
+        return None
+
+    def submit(self, request: WorkloadRequest, store: ObjectStore, env: Mapping[str, str]) -> str:
+        endpoint = self.endpoint()
+        missing = [n for n in (*request.inputs, *request.outputs) if n not in self.datapath_parameters]
+        if missing:
+            raise PermanentAzureError(
+                f"AzureML v1 backend: no DataPath pipeline parameter for {', '.join(missing)} (task "
+                f"{request.task}); map it in datapath_parameters"
+            )
+        data_paths = {
+            self.datapath_parameters[name]: {
+                "DataStoreName": self.datastore,
+                "RelativePath": prefix.strip("/"),
+            }
+            for name, prefix in (*request.inputs.items(), *request.outputs.items())
+        }
+        parameters = {k: _param_string(v) for k, v in request.params.items()}
+        if self.pipes:
+            parameters[PIPES_PARAMETER] = json.dumps(dict(env), sort_keys=True)
+        marks = {
+            KEY_PROPERTY: request.idempotency_key,
+            DIGEST_PROPERTY: request.key_digest,
+            "dagster.task": request.task,
+        }
+        body = {
+            "ExperimentName": self.experiment_name,
+            "Description": f"Dagster {request.task}: {request.idempotency_key}",
+            "RunSource": "SDK",
+            "RunType": "SDK",
+            "ParameterAssignments": parameters,
+            "DataPathAssignments": data_paths,
+            "DataSetDefinitionValueAssignments": {},
+            "Properties": marks,
+            "tags": marks,
+        }
+        url = self._p(f"PipelineRuns/PipelineEndpointSubmit/Id/{quote(str(endpoint['Id']))}")
+        params: dict[str, str] = {}
+        if self.pipeline_version is not None:
+            url += f"/{quote(self.pipeline_version)}"
+            params["pipelineVersion"] = self.pipeline_version
+        what = f"submitting to pipeline endpoint {endpoint.get('Name')!r}"
+
+        def send() -> str:
+            run = (
+                self._api()
+                .call(
+                    "POST",
+                    url,
+                    json_body=body,
+                    params=params,
+                    what=what,
+                    retry=False,
+                    fix="the pipeline's parameter names (ParameterAssignments / DataPathAssignments) and MNIST_AZUREML_DATASTORE",
+                )
+                .json()
+            )
+            info = self._info(str(run["Id"]))
+            info.experiment = run.get("RunHistoryExperimentName") or self.experiment_name
+            info.pipeline_id = run.get("PipelineId")
+            return str(run["Id"])
+
+        return submit_once(send, lambda: self.find_job(request), backoff=self.poll_initial_seconds)
+
+    def _info(self, job_id: str) -> _RunInfo:
+        return self._runs.setdefault(job_id, _RunInfo())
+
+    def status(self, job_id: str) -> JobStatus:
+        run = (
+            self._api()
+            .call("GET", self._p(f"PipelineRuns/{quote(job_id)}"), what=f"status of pipeline run {job_id}")
+            .json()
+        )
+        info = self._info(job_id)
+        info.experiment = run.get("RunHistoryExperimentName") or info.experiment
+        info.pipeline_id = run.get("PipelineId") or info.pipeline_id
+        status = run.get("Status") or {}
+        code = str(status.get("StatusCode", "Unknown"))
+        info.status_code, info.status_detail = code, status.get("StatusDetail")
+        state = _STATES.get(code.lower(), JobState.QUEUED)
+        if state is JobState.FAILED:
+            return JobStatus(state, self._failure_message(job_id, info))
+        if state is JobState.CANCELED:
+            return JobStatus(state, info.status_detail or "canceled")
+        return JobStatus(state)
+
+    def _failure_message(self, job_id: str, info: _RunInfo) -> str:
+        """The run's error, and the failed step's, from run history (what the portal shows)."""
+        parts = [info.status_detail] if info.status_detail else []
+        with contextlib.suppress(TransientAzureError, PermanentAzureError):
+            for child in self._children(job_id):
+                if str(child.get("status", "")).lower() != "failed":
+                    continue
+                details = self._details(str(child["runId"]))
+                error = ((details.get("error") or {}).get("error") or {}).get("message")
+                name = child.get("displayName") or child.get("name") or child["runId"]
+                parts.append(f"step {name}: {error or 'failed'}")
+        parts.append(f"see {self.portal_url(job_id)}")
+        return "; ".join(parts)
+
+    def cancel(self, job_id: str) -> None:
+        self._api().call(
+            "DELETE",
+            self._p(f"PipelineRuns/{quote(job_id)}/Execution"),
+            what=f"cancelling pipeline run {job_id}",
+        )
+
+    def job_url(self, job_id: str) -> str | None:
+        return self.portal_url(job_id)
+
+    # ---- steps, logs, Pipes -----------------------------------------------------------------------
+    def _children(self, job_id: str) -> list[dict[str, Any]]:
+        data = (
+            self._api()
+            .call("GET", self._h(f"runs/{quote(job_id)}/children"), what=f"steps of run {job_id}")
+            .json()
+        )
+        return list((data or {}).get("value") or [])
+
+    def _details(self, run_id: str) -> dict[str, Any]:
+        return (
+            self._api()
+            .call("GET", self._h(f"runs/{quote(run_id)}/details"), what=f"details of run {run_id}")
+            .json()
+            or {}
+        )
+
+    def new_log_lines(self, job_id: str) -> list[str]:
+        info = self._info(job_id)
+        lines: list[str] = []
+        for child in self._children(job_id):
+            run_id = str(child["runId"])
+            step = info.steps.setdefault(
+                run_id, _Step(str(child.get("displayName") or child.get("name") or run_id))
+            )
+            status = str(child.get("status", ""))
+            reused = (child.get("properties") or {}).get("azureml.reusedrunid")
+            if reused and step.reused_from is None:
+                step.reused_from = str(reused)
+                lines.append(
+                    f"step {step.name}: reused AzureML run {reused} (allow_reuse): this step did no work in this run"
+                )
+            if status != step.status:
+                step.status = status
+                lines.append(f"step {step.name}: {status}")
+            if (
+                step.reused_from
+                or step.logs_done
+                or status.lower() in ("notstarted", "queued", "preparing", "")
+            ):
+                continue
+            lines += self._read_logs(run_id, step)
+            if status.lower() in _TERMINAL_STEP:
+                step.logs_done = True  # read once more after the end, then never again
+        return lines
+
+    def _read_logs(self, run_id: str, step: _Step) -> list[str]:
+        log_files = self._details(run_id).get("logFiles") or {}
+        plain = self._rest(None, "AzureML log files")
+        lines: list[str] = []
+        for name in sorted(log_files):
+            offset = step.log_offsets.get(name, 0)
+            try:
+                body = plain.call(
+                    "GET", str(log_files[name]), what=f"log file {name} of step {step.name}"
+                ).body
+            except (TransientAzureError, PermanentAzureError) as err:
+                # Logs are best effort: a log that is not readable yet must not fail the run.
+                lines.append(f"{step.name}/{name}: (log not readable now: {err.status or 'no answer'})")
+                continue
+            complete = body[offset : body.rfind(b"\n") + 1] if len(body) > offset else b""
+            step.log_offsets[name] = offset + len(complete)
+            for line in complete.decode(errors="replace").splitlines():
+                if not line.strip():
+                    continue
+                if self._log_pipes is not None and self._log_pipes.feed(line):
+                    continue
+                lines.append(f"{step.name}/{name}: {line}")
+        return lines
+
+    @contextlib.contextmanager
+    def pipes_session(
+        self, context: dg.AssetExecutionContext, request: WorkloadRequest
+    ) -> Iterator[dg.PipesSession]:
+        reader = LogLinePipesReader()
+        self._log_pipes = reader
+        try:
+            with dg.open_pipes_session(
+                context=context, context_injector=dg.PipesEnvContextInjector(), message_reader=reader
+            ) as session:
+                yield session
+        finally:
+            self._log_pipes = None
+
+    # ---- results ------------------------------------------------------------------------------------
+    def collect_outputs(self, job_id: str, request: WorkloadRequest, store: ObjectStore) -> None:
+        """The step wrote straight into the datastore: check every output folder is complete."""
+        info = self._info(job_id)
+        reused = [s for s in info.steps.values() if s.reused_from]
+        for name, prefix in request.outputs.items():
+            marker = self.output_markers.get(name)
+            complete = (
+                store.exists(f"{prefix}/{marker}") if marker else any(store.list(prefix.rstrip("/") + "/"))
+            )
+            if complete:
+                continue
+            why = (
+                f" AzureML reused step run(s) {', '.join(str(s.reused_from) for s in reused)} (allow_reuse) "
+                "instead of running them, and their outputs are not at this path: republish the pipeline with "
+                "allow_reuse=False for the training step, or restore the outputs."
+                if reused
+                else " The step did not write its outputs there: check its logs."
+            )
+            raise PermanentAzureError(
+                f"AzureML pipeline run {job_id} finished, but {store.uri(prefix)} has no "
+                f"{marker or 'objects'}.{why} ({self.portal_url(job_id)})"
+            )
+
+    def result_metadata(self, job_id: str) -> Mapping[str, Any]:
+        info = self._info(job_id)
+        endpoint = self._endpoint_cache or {}
+        version = self.pipeline_version or next(
+            (
+                str(v.get("Version"))
+                for v in endpoint.get("PipelineVersionList") or []
+                if info.pipeline_id and v.get("PipelineId") == info.pipeline_id
+            ),
+            None,
+        )
+        meta: dict[str, Any] = {
+            "azureml_run_id": job_id,
+            "azureml_run_url": dg.MetadataValue.url(self.portal_url(job_id)),
+            "azureml_status": info.status_code,
+        }
+        if endpoint.get("Name"):
+            meta["azureml_pipeline_endpoint"] = str(endpoint["Name"])
+        if version:
+            meta["azureml_pipeline_version"] = version
+        reused = {s.name: s.reused_from for s in info.steps.values() if s.reused_from}
+        if reused:
+            meta["azureml_reused_steps"] = dg.MetadataValue.json(reused)
+            meta["training"] = "reused by AzureML (allow_reuse): " + ", ".join(
+                f"step {name} reused run {run}" for name, run in reused.items()
+            )
+        return meta
+
+
+def _param_string(value: Any) -> str:
+    """Pipeline parameters are strings on the wire (as ADF sends them)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)

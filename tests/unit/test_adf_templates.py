@@ -1,0 +1,260 @@
+"""The ADF pipeline templates: generated from the code location, checked in, and well-formed.
+
+Fails with the fix spelled out when the checked-in files under adf/ no longer match what the code
+location generates (`./run adf-templates`, then commit adf/).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from dataclasses import replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+
+from adf_bridge import templates as adf_templates
+from adf_bridge.templates import (
+    OUTPUT_DIR,
+    JobInfo,
+    build_pipeline,
+    generate,
+    jobs_of_code_location,
+    stale_files,
+)
+from assets.model import TrainingConfig
+from tests.support.adf_interpreter import (
+    FUNCTIONS,
+    LAZY,
+    Interpreter,
+    Scope,
+    _Access,
+    _Call,
+    _Literal,
+    _Parser,
+    evaluate_value,
+)
+
+ACTIVITY_TYPES = {"WebActivity", "IfCondition", "Until", "Wait", "Fail", "SetVariable", "Filter"}
+BUILTINS = {"pipeline", "activity", "variables", "item"}
+
+
+def test_checked_in_templates_match_the_code_location() -> None:
+    problems = stale_files(OUTPUT_DIR)
+    assert not problems, (
+        "The ADF templates under adf/ are stale: run `./run adf-templates` "
+        "(python -m adf_bridge.templates) and commit adf/.\n" + "\n".join(problems)
+    )
+
+
+def test_one_template_per_job_with_the_jobs_config_defaults() -> None:
+    jobs = {job.name: job for job in jobs_of_code_location()}
+    assert sorted(jobs) == ["mnist_pipeline", "score_batch", "train_model"]
+    train = json.loads((OUTPUT_DIR / "pipelines" / "train_model.json").read_text())
+    defaults = train["properties"]["parameters"]["run_config"]["defaultValue"]
+    assert defaults["ops"]["mnist_model"]["config"] == TrainingConfig().model_dump()
+    score = json.loads((OUTPUT_DIR / "pipelines" / "score_batch.json").read_text())
+    assert score["properties"]["parameters"]["partition_key"] == {"type": "string"}  # required
+    assert "partition_key" not in train["properties"]["parameters"]
+    assert [a["name"] for a in score["properties"]["activities"]][:3] == [
+        "Add partition",
+        "Check partition",
+        "Launch",
+    ]
+
+
+def test_stale_templates_are_reported_with_a_diff(tmp_path: Path) -> None:
+    jobs = jobs_of_code_location()
+    generate(tmp_path, jobs)
+    assert stale_files(tmp_path, jobs) == []
+    changed = [
+        replace(j, run_config={"ops": {"mnist_model": {"config": {"seed": 7}}}})
+        if j.name == "train_model"
+        else j
+        for j in jobs
+    ]
+    problems = stale_files(tmp_path, changed)
+    assert any("train_model.json: differs from the code location" in p and '"seed": 7' in p for p in problems)
+    fewer = [j for j in jobs if j.name != "score_batch"]
+    assert any("score_batch.json: no job generates it any more" in p for p in stale_files(tmp_path, fewer))
+    assert adf_templates.main(["--check", "--out", str(tmp_path)]) == 0
+    (tmp_path / "pipelines" / "train_model.json").write_text("{}")
+    assert adf_templates.main(["--check", "--out", str(tmp_path)]) == 1
+
+
+def _pipelines() -> list[dict[str, Any]]:
+    return [json.loads(p.read_text()) for p in sorted((OUTPUT_DIR / "pipelines").glob("*.json"))]
+
+
+def _walk_activities(
+    activities: list[dict[str, Any]],
+) -> Iterator[tuple[dict[str, Any], list[dict[str, Any]]]]:
+    for activity in activities:
+        yield activity, activities
+        props = activity.get("typeProperties", {})
+        for key in ("activities", "ifTrueActivities", "ifFalseActivities"):
+            yield from _walk_activities(props.get(key, []))
+
+
+def _expressions(value: Any) -> Iterator[str]:
+    if isinstance(value, dict):
+        if value.get("type") == "Expression":
+            yield value["value"]
+        else:
+            for child in value.values():
+                yield from _expressions(child)
+    elif isinstance(value, list):
+        for child in value:
+            yield from _expressions(child)
+    elif isinstance(value, str) and value.startswith("@") and not value.startswith("@@"):
+        yield value
+
+
+def _functions(node: Any) -> Iterator[str]:
+    if isinstance(node, _Call):
+        yield node.name
+        for arg in node.args:
+            yield from _functions(arg)
+    elif isinstance(node, _Access):
+        yield from _functions(node.target)
+        yield from _functions(node.key)
+    else:
+        assert isinstance(node, _Literal)
+
+
+@pytest.mark.parametrize("pipeline", _pipelines(), ids=lambda p: p["name"])
+def test_templates_are_adf_pipeline_resources_within_the_interpreters_subset(
+    pipeline: dict[str, Any],
+) -> None:
+    assert set(pipeline) == {"name", "properties"}
+    properties = pipeline["properties"]
+    assert {"activities", "parameters", "variables", "annotations", "description"} <= set(properties)
+    names = [a["name"] for a, _ in _walk_activities(properties["activities"])]
+    assert len(names) == len(set(names)), "activity names are unique in a pipeline"
+    for activity, siblings in _walk_activities(properties["activities"]):
+        assert activity["type"] in ACTIVITY_TYPES
+        sibling_names = {s["name"] for s in siblings}
+        for dependency in activity.get("dependsOn", []):
+            assert dependency["activity"] in sibling_names, (
+                f"{activity['name']} depends on an activity in its scope"
+            )
+        if activity["type"] == "WebActivity":
+            props = activity["typeProperties"]
+            assert props["authentication"]["type"] == "MSI"
+            assert props["method"] == "POST" and activity["policy"]["retry"] >= 1
+    used: set[str] = set()
+    for text in _expressions(properties["activities"]):
+        assert text.startswith("@") and "@{" not in text
+        used |= set(_functions(_Parser(text[1:]).parse()))
+    assert used <= set(FUNCTIONS) | set(LAZY) | BUILTINS, used - (set(FUNCTIONS) | set(LAZY) | BUILTINS)
+
+
+def test_arm_template_and_manifest_for_template_import() -> None:
+    for pipeline in _pipelines():
+        folder = OUTPUT_DIR / "templates" / pipeline["name"]
+        arm = json.loads((folder / f"{pipeline['name']}.json").read_text())
+        manifest = json.loads((folder / "manifest.json").read_text())
+        [resource] = arm["resources"]
+        assert resource["type"] == "Microsoft.DataFactory/factories/pipelines"
+        assert resource["name"] == f"[concat(parameters('factoryName'), '/{pipeline['name']}')]"
+        assert resource["properties"] == pipeline["properties"]  # nothing needed ARM escaping
+        assert arm["parameters"] == {"factoryName": {"type": "string", "metadata": "Data Factory name"}}
+        assert manifest["name"] == pipeline["name"] and manifest["description"]
+
+
+def test_launch_body_is_valid_json_whatever_the_names_contain() -> None:
+    job = JobInfo("score_batch", "", {}, partitioned=True, dynamic_partitions="inference_batches")
+    pipeline = build_pipeline(job)
+    activities = {a["name"]: a for a in pipeline["properties"]["activities"]}
+    tricky = 'b"at\\ch \u00e9'
+    scope = Scope(
+        pipeline={
+            "parameters": {
+                "run_config": {"ops": {}},
+                "tags": [{"key": "team", "value": "x"}],
+                "partition_key": tricky,
+            },
+            "RunId": "r-1",
+            "Pipeline": 'my "pipe"',
+            "DataFactory": "fac",
+        },
+        activities={},
+        variables={},
+    )
+    body = evaluate_value(activities["Launch"]["typeProperties"]["body"], scope)
+    metadata = body["variables"]["executionParams"]["executionMetadata"]
+    assert {t["key"]: t["value"] for t in metadata["tags"]} == {
+        "team": "x",
+        "adf/pipeline_run_id": "r-1",
+        "adf/pipeline_name": 'my "pipe"',
+        "adf/factory": "fac",
+        "dagster/partition": tricky,
+    }
+    assert body["variables"]["executionParams"]["selector"]["jobName"] == "score_batch"
+    assert body["query"] == adf_templates.LAUNCH_QUERY
+    partition = evaluate_value(activities["Add partition"]["typeProperties"]["body"], scope)
+    assert partition["variables"]["partitionKey"] == tricky
+    # The caller's tags cannot override the idempotency key: ADF's own come last.
+    scope.pipeline["parameters"]["tags"] = [{"key": "adf/pipeline_run_id", "value": "forged"}]
+    tags = evaluate_value(activities["Launch"]["typeProperties"]["body"], scope)["variables"][
+        "executionParams"
+    ]["executionMetadata"]["tags"]
+    assert {t["key"]: t["value"] for t in tags}["adf/pipeline_run_id"] == "r-1"
+
+
+class _CannedDagster(ThreadingHTTPServer):
+    answers: dict[str, Any]  # first word of the GraphQL operation -> its `data`
+
+
+class _CannedHandler(BaseHTTPRequestHandler):
+    def do_POST(self) -> None:
+        server = cast(_CannedDagster, self.server)
+        query = json.loads(self.rfile.read(int(self.headers["Content-Length"])))["query"]
+        operation = query.split("(")[0].split()[-1]  # e.g. "LaunchRun"
+        payload = json.dumps({"data": server.answers[operation]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def test_a_canceled_run_fails_the_pipeline_with_dagsters_cancel_message() -> None:
+    server = _CannedDagster(("127.0.0.1", 0), _CannedHandler)
+    server.answers = {
+        "LaunchRun": {
+            "launchRun": {"__typename": "LaunchRunSuccess", "run": {"runId": "r-7", "status": "QUEUED"}}
+        },
+        "RunStatus": {"runOrError": {"__typename": "Run", "runId": "r-7", "status": "CANCELED"}},
+        "RunFailure": {
+            "logsForRun": {
+                "__typename": "EventConnection",
+                "events": [
+                    {"__typename": "RunStartEvent"},
+                    {
+                        "__typename": "RunCanceledEvent",
+                        "message": 'Execution of run for "train_model" canceled.',
+                    },
+                ],
+            }
+        },
+    }
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/graphql"
+        pipeline = json.loads((OUTPUT_DIR / "pipelines" / "train_model.json").read_text())
+        run = Interpreter(time_scale=0.001).run(pipeline, {"dagster_graphql_url": url, "audience": "a"})
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert run.status == "Failed"
+    assert run.error == {
+        "message": 'Dagster run r-7 of job train_model ended CANCELED: Execution of run for "train_model" canceled.',
+        "errorCode": "DagsterRunFailed",
+    }

@@ -1,0 +1,62 @@
+"""Loading the code location: no Azure variables, no network, no heavy Azure SDK."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+PROBE = """
+import json, socket, sys, time
+def refuse(*a, **k):
+    raise AssertionError(f"network access while loading the code location: {a}")
+socket.socket.connect = refuse
+socket.create_connection = refuse
+socket.getaddrinfo = refuse
+t = time.perf_counter()
+from orchestration.definitions import defs
+seconds = time.perf_counter() - t
+repo = defs.get_repository_def()
+print(json.dumps({
+    "seconds": seconds,
+    "jobs": sorted(j.name for j in repo.get_all_jobs()),
+    "assets": sorted(k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()),
+    "heavy": sorted(m for m in sys.modules if m == "azureml" or m.startswith(("azureml.", "azure.ai.ml"))),
+    "azure_loaded": sorted(m for m in sys.modules if m.startswith("azure.")),
+}))
+"""
+
+
+def test_loads_without_azure_variables_network_or_heavy_sdks(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE", "MNIST_"))}
+    env["HOME"] = str(tmp_path)
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    info = json.loads(out.stdout.strip().splitlines()[-1])
+    assert info["heavy"] == []
+    assert info["azure_loaded"] == [], "even azure-storage-blob is imported lazily"
+    assert info["assets"] == ["mnist_model", "mnist_predictions", "raw_mnist"]
+    assert {"mnist_pipeline", "train_model", "score_batch"} <= set(info["jobs"])
+
+
+def test_unknown_setting_fails_loading_with_a_clear_message(tmp_path: Path) -> None:
+    env = {**os.environ, "MNIST_STORAG": "azure_blob"}
+    out = subprocess.run(
+        [sys.executable, "-c", "import orchestration.definitions"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode != 0
+    assert "unknown setting(s) MNIST_STORAG" in out.stderr
