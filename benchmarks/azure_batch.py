@@ -26,7 +26,7 @@ from typing import Any
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 from resources.compute.base import JobState, WorkloadRequest  # noqa: E402
-from resources.compute.batch_tasks.backend import AzureBatchBackend  # noqa: E402
+from resources.compute.batch_tasks import AzureBatchBackend  # noqa: E402
 from resources.storage import AzureBlobObjectStore  # noqa: E402
 from tests.support.azurite import run_azurite  # noqa: E402
 from tests.support.fakes.azure_batch import BatchFake  # noqa: E402

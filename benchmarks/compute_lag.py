@@ -54,7 +54,7 @@ def _poll_settings(scale: float) -> dict[str, Any]:
 
 
 def azureml_v1(scale: float) -> Harness:
-    from resources.compute.azureml.pipeline_endpoint_training import AzureMLPipelineBackend
+    from resources.compute.azureml import AzureMLPipelineBackend
     from tests.support.fakes.azureml_v1 import FakeAzureMLPipelines
 
     fake = FakeAzureMLPipelines(None, mode="simulate", queue_s=0.0, scale=scale, allow_reuse=False).start()
@@ -89,7 +89,7 @@ def azureml_v1(scale: float) -> Harness:
 
 
 def azureml_v2(scale: float) -> Harness:
-    from resources.compute.azureml.batch_endpoint_scoring import AzureMLBatchEndpointBackend
+    from resources.compute.azureml import AzureMLBatchEndpointBackend
     from tests.support.fakes.azureml_v2 import FakeAzureMLBatch
 
     fake = FakeAzureMLBatch(None, mode="simulate", queue_s=0.0, scale=scale).start()

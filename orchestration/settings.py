@@ -19,7 +19,7 @@ from orchestration.sensors import SensorSettings
 from orchestration.sensors.completeness import BatchRules
 from resources.blob_events import BlobEventQueue
 from resources.compute import ComputeBackend, LocalProcessBackend
-from resources.compute.batch_tasks.backend import POOL_MODES, AzureBatchBackend
+from resources.compute.batch_tasks import POOL_MODES, AzureBatchBackend
 from resources.mnist_source import CANONICAL_URL, MnistSource
 from resources.quality import QualityGate
 from resources.storage import AzureBlobObjectStore, LocalObjectStore, ObjectStore
@@ -323,8 +323,7 @@ class Settings:
                 _positive(AZUREML_VARS[key], values[key], float)
 
     def _azureml_backend(self, role: ComputeRole) -> ComputeBackend:
-        from resources.compute.azureml.batch_endpoint_scoring import AzureMLBatchEndpointBackend
-        from resources.compute.azureml.pipeline_endpoint_training import AzureMLPipelineBackend
+        from resources.compute.azureml import AzureMLBatchEndpointBackend, AzureMLPipelineBackend
 
         if role == "ingest":
             raise SettingsError(

@@ -14,8 +14,7 @@ import pytest
 from dagster._core.errors import DagsterExecutionInterruptedError
 
 from resources.compute import ComputeBackend, JobState, JobStatus, WorkloadRequest, idempotency_key
-from resources.compute.batch_tasks.backend import AzureBatchBackend
-from resources.compute.batch_tasks.calls import AzureBatchError
+from resources.compute.batch_tasks import AzureBatchBackend, AzureBatchError
 from resources.storage import AzureBlobObjectStore
 from tests.support.fakes.azure_batch import BatchFake
 from tests.support.remote import error_text as failure_text

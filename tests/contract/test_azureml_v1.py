@@ -15,7 +15,7 @@ import pytest
 from dagster._core.errors import DagsterExecutionInterruptedError
 
 from resources.compute import ComputeBackend, JobStatus, WorkloadRequest, idempotency_key
-from resources.compute.azureml.pipeline_endpoint_training import AzureMLPipelineBackend
+from resources.compute.azureml import AzureMLPipelineBackend
 from resources.storage import ObjectStore
 from tests.support.fakes.azureml_v1 import FakeAzureMLPipelines
 from tests.support.fakes.http import FAULTS
@@ -336,7 +336,7 @@ def test_published_pipeline_interface_matches_what_the_backend_submits() -> None
 
 def test_settings_choose_the_azureml_backends_with_secrets_as_env_vars() -> None:
     from orchestration.settings import Settings, SettingsError
-    from resources.compute.azureml.batch_endpoint_scoring import AzureMLBatchEndpointBackend
+    from resources.compute.azureml import AzureMLBatchEndpointBackend
 
     env = {
         "MNIST_COMPUTE": "azureml",

@@ -9,7 +9,7 @@ import pytest
 from dagster._core.errors import DagsterExecutionInterruptedError
 
 from resources.compute import ComputeBackend, JobStatus, LocalProcessBackend, WorkloadRequest, idempotency_key
-from resources.compute.azureml.batch_endpoint_scoring import AzureMLBatchEndpointBackend
+from resources.compute.azureml import AzureMLBatchEndpointBackend
 from resources.storage import ObjectStore
 from tests.support.fakes.azureml_v2 import FakeAzureMLBatch
 from tests.support.fakes.http import FAULTS
@@ -235,7 +235,7 @@ def test_assets_materialize_end_to_end_on_azureml_fakes(
     from assets.model import TrainingConfig, mnist_model
     from assets.predictions import INFERENCE_BATCHES, mnist_predictions
     from assets.raw_mnist import raw_mnist
-    from resources.compute.azureml.pipeline_endpoint_training import AzureMLPipelineBackend
+    from resources.compute.azureml import AzureMLPipelineBackend
     from resources.mnist_source import MnistSource
     from resources.quality import QualityGate
     from tests.support.fakes.azureml_v1 import FakeAzureMLPipelines
