@@ -1,5 +1,14 @@
+"""Fixtures shared by every layer, and the layer markers.
+
+Each test gets the marker of the folder it lives in (`unit`, `contract`, `integration`, `e2e`), so a
+tier is a marker expression: `./run test-fast` runs `-m unit`. A unit test must not start a process
+(no Azurite, no Dagster subprocess, no workload): the `_no_processes` guard fails one that tries,
+saying where it belongs instead.
+"""
+
 from __future__ import annotations
 
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,6 +18,35 @@ import pytest
 from resources.storage import AzureBlobObjectStore, LocalObjectStore, ObjectStore
 from tests.support.azurite import AZURITE, run_azurite
 from tests.support.synthetic import write_source
+
+LAYERS = ("unit", "contract", "integration", "e2e")
+TESTS_ROOT = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        relative = item.path.resolve().relative_to(TESTS_ROOT)
+        layer = relative.parts[0]
+        if layer not in LAYERS:
+            raise pytest.UsageError(
+                f"{relative}: tests live in one of tests/{{{','.join(LAYERS)}}}/, found it in tests/{layer}/"
+            )
+        item.add_marker(layer)
+
+
+@pytest.fixture(autouse=True)
+def _no_processes(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unit tests run in this process only: that is what keeps the fast tier fast."""
+    if request.node.get_closest_marker("unit") is None:
+        return
+
+    def refuse(self: subprocess.Popen[bytes], args: object, *_: object, **__: object) -> None:
+        raise AssertionError(
+            f"{request.node.nodeid} starts a process ({args!r}); "
+            "unit tests must not: move it to tests/integration/ (or tests/contract/ for Azurite)"
+        )
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
 
 
 @pytest.fixture(scope="session")
