@@ -5,9 +5,10 @@ A run launcher or run coordinator named in dagster.yaml is an extension point Da
 the base classes, the objects they receive and the instance methods they call live under `dagster._*`
 or are not marked public. The plugins (`warm_launcher`, `warm_process`, `run_worker`,
 `run_coordinator`) import such things only from this module, and `RELIED_UPON` records the shape each
-use depends on (the names, the parameters passed, the attributes read). tests/unit/
-test_dagster_internals.py checks every row against the installed Dagster, so an upgrade that changes
-one fails there, naming it, instead of in the daemon at run time. Public names (`dagster.DagsterRun`,
+use depends on (the names, the parameters passed, the attributes read).
+tests/unit/test_dagster_internals.py checks every row against the installed Dagster, so an upgrade
+that changes one fails there, naming it, instead of in the daemon at run time. A new use is a new
+row (and a line below). Public names (`dagster.DagsterRun`,
 `dagster.Field`, `dagster.QueuedRunCoordinator`, ...) are imported from `dagster` where they are used;
 a row records what the plugins use of them beyond their public API.
 
