@@ -19,14 +19,13 @@ from collections.abc import Mapping
 from typing import Any, Self, cast
 
 import dagster as dg
-from dagster._config import Field, StringSource, UserConfigSchema
-from dagster._core.run_coordinator import QueuedRunCoordinator, SubmitRunContext
-from dagster._serdes import ConfigurableClassData
+
+from instance_plugins.dagster_internals import ConfigurableClassData, UserConfigSchema
 
 DEFAULT_IDEMPOTENCY_TAG = "adf/pipeline_run_id"
 
 
-class IdempotentQueuedRunCoordinator(QueuedRunCoordinator):
+class IdempotentQueuedRunCoordinator(dg.QueuedRunCoordinator):
     """QueuedRunCoordinator that queues at most one run per value of the idempotency tag.
 
     "First queued wins": a run whose key already belongs to a queued (or later) run is a duplicate.
@@ -50,8 +49,8 @@ class IdempotentQueuedRunCoordinator(QueuedRunCoordinator):
         parent = cast("Mapping[str, Any]", super().config_type())  # a dict of Fields
         return {
             **parent,
-            "idempotency_tag": Field(
-                StringSource,
+            "idempotency_tag": dg.Field(
+                dg.StringSource,
                 is_required=False,
                 default_value=DEFAULT_IDEMPOTENCY_TAG,
                 description="Run tag whose value identifies one logical launch (ADF's pipeline run id).",
@@ -65,7 +64,7 @@ class IdempotentQueuedRunCoordinator(QueuedRunCoordinator):
         coordinator._idempotency_tag = config_value.get("idempotency_tag", DEFAULT_IDEMPOTENCY_TAG)
         return coordinator
 
-    def submit_run(self, context: SubmitRunContext) -> dg.DagsterRun:
+    def submit_run(self, context: dg.SubmitRunContext) -> dg.DagsterRun:
         run = context.dagster_run
         key = run.tags.get(self._idempotency_tag)
         if not key:

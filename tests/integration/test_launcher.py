@@ -26,7 +26,8 @@ from dagster._core.workspace.context import WorkspaceProcessContext
 from dagster._core.workspace.load_target import ModuleTarget
 from dagster._daemon.monitoring.run_monitoring import monitor_started_run
 
-from instance_plugins.warm_launcher import WORKER_TAG, WarmRunLauncher, worker_alive
+from instance_plugins.run_worker import WORKER_TAG, worker_alive
+from instance_plugins.warm_launcher import WarmRunLauncher
 from resources.compute import JobState, LocalProcessBackend
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
