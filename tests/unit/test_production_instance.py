@@ -1,5 +1,6 @@
-"""The shipped production instance (instance/production/dagster.yaml) loads with Dagster's own config
-validation and builds every component it names, against the local PostgreSQL server."""
+"""The shipped production instance (instance/production/dagster.yaml) passes Dagster's own config
+validation, and its idempotent run coordinator queues one run per key (on SQLite, in process).
+Building it on PostgreSQL is tests/integration/test_production_instance_postgres.py."""
 
 from __future__ import annotations
 
@@ -22,8 +23,6 @@ from tests.support.instance import (
     PG_USER,
     PRODUCTION_YAML,
     local_variant,
-    postgres_database,
-    postgres_unavailable_reason,
 )
 
 ENV = {
@@ -44,59 +43,6 @@ def test_schema_validation_accepts_the_shipped_yaml() -> None:
     config, _ = dagster_instance_config(str(PRODUCTION_YAML.parent), PRODUCTION_YAML.name)
     assert config["run_coordinator"]["class"] == "IdempotentQueuedRunCoordinator"
     assert config["telemetry"] == {"enabled": False}
-
-
-@pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    reason = postgres_unavailable_reason()
-    if reason:
-        pytest.skip(f"needs PostgreSQL for the production storage: {reason}")
-    with postgres_database() as url:
-        for name, value in {**ENV, "DAGSTER_PG_DB": url.rsplit("/", 1)[1]}.items():
-            monkeypatch.setenv(name, value)
-        shutil.copy(PRODUCTION_YAML, tmp_path / "dagster.yaml")
-        yield tmp_path
-
-
-def test_production_instance_builds_every_component_on_postgres(home: Path) -> None:
-    from dagster_azure.blob.compute_log_manager import AzureBlobComputeLogManager
-    from dagster_azure.container_apps.launcher import AcaRunLauncher
-    from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
-
-    with dg.DagsterInstance.from_config(str(home)) as instance:
-        assert isinstance(instance.run_storage, PostgresRunStorage)
-        assert isinstance(instance.event_log_storage, PostgresEventLogStorage)
-        assert isinstance(instance.schedule_storage, PostgresScheduleStorage)
-        coordinator = instance.run_coordinator
-        assert isinstance(coordinator, IdempotentQueuedRunCoordinator)
-        assert coordinator.idempotency_tag == "adf/pipeline_run_id"
-        assert coordinator.get_run_queue_config().max_concurrent_runs == 10
-        limits = {
-            (t["key"], t.get("value")): t["limit"]
-            for t in coordinator.get_run_queue_config().tag_concurrency_limits
-        }
-        assert limits[("mnist/workload", "training")] == 1
-        launcher = instance.run_launcher
-        assert isinstance(launcher, AcaRunLauncher)
-        assert (
-            "DAGSTER_PG_PASSWORD" in launcher.env_vars
-            and launcher.identity_id == ENV["DAGSTER_ACA_IDENTITY_ID"]
-        )
-        logs = instance.compute_log_manager
-        assert isinstance(logs, AzureBlobComputeLogManager)
-        assert logs._container_client.url == "https://mnistlogs.blob.core.windows.net/dagster-logs"
-        assert instance.run_monitoring_enabled and instance.run_monitoring_start_timeout_seconds == 600
-        assert not instance.telemetry_enabled
-        # The schema really exists in PostgreSQL: a run written is read back.
-        run_id = str(uuid.uuid4())
-        instance.add_run(
-            dg.DagsterRun(job_name="train_model", run_id=run_id, tags={"adf/pipeline_run_id": "r"})
-        )
-        assert [r.run_id for r in instance.get_runs(dg.RunsFilter(tags={"adf/pipeline_run_id": "r"}))] == [
-            run_id
-        ]
-        # No secret value is kept in the instance's serialized config, only the variable's name.
-        assert ENV["DAGSTER_PG_PASSWORD"] not in str(instance.get_ref())
 
 
 @pytest.fixture
