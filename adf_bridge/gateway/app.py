@@ -530,7 +530,7 @@ class Gateway:
 def dynamic_partitions_of_jobs() -> dict[str, str]:
     """Job name -> its dynamic partitions definition, read from the code location (as the ADF templates
     are), so the gateway cannot drift from the jobs it lets ADF launch. Loading it touches no network."""
-    from adf_bridge.templates import jobs_of_code_location
+    from adf_bridge.templates.jobs import jobs_of_code_location
 
     return {job.name: job.dynamic_partitions for job in jobs_of_code_location() if job.dynamic_partitions}
 

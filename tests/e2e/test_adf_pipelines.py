@@ -31,7 +31,8 @@ from typing import Any, cast
 import pytest
 
 from adf_bridge.gateway.app import GatewaySettings, create_app
-from adf_bridge.templates import LAUNCH_QUERY, OUTPUT_DIR
+from adf_bridge.templates.output import OUTPUT_DIR
+from adf_bridge.templates.queries import LAUNCH_QUERY
 from tests.support.adf_interpreter import Interpreter, PipelineRun
 from tests.support.gateway import AUDIENCE, LocalEntra, serve
 from tests.support.instance import instance_yaml
