@@ -5,7 +5,7 @@
 
 Everything is real except Entra: a dagster-webserver and a dagster-daemon over a temporary instance with
 the shipped settings (instance/local/dagster.yaml unless --instance), and the gateway itself started as
-`python -m adf_bridge.gateway.app` (uvicorn) validating RS256 tokens against a JWKS served on 127.0.0.1.
+`python -m adf_bridge.gateway` (uvicorn) validating RS256 tokens against a JWKS served on 127.0.0.1.
 
 Burst: 100 launches of `train_model` at once straight to the webserver (the baseline, with ADF run ids
 of their own; deleted after); then 100 at once through the gateway, each with its own ADF run id (tag
@@ -79,7 +79,7 @@ def body(
 
 
 class Gateway:
-    """`python -m adf_bridge.gateway.app` as a subprocess, configured for the local tenant."""
+    """`python -m adf_bridge.gateway` as a subprocess, configured for the local tenant."""
 
     def __init__(self, entra: LocalEntra, upstream: str, home: Path, extra: dict[str, str]) -> None:
         self.port = free_port()
@@ -93,7 +93,7 @@ class Gateway:
         self.log = home / "gateway.log"
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "adf_bridge.gateway.app"], cwd=PROJECT_ROOT, env=env, stdout=log,
+                [sys.executable, "-m", "adf_bridge.gateway"], cwd=PROJECT_ROOT, env=env, stdout=log,
                 stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
         deadline = time.monotonic() + 60

@@ -1,7 +1,7 @@
 """The generated ADF pipeline templates, executed by the ADF interpreter against a real
 dagster-webserver + dagster-daemon on loopback, on the production instance settings (PostgreSQL when
 127.0.0.1:5432 answers, else SQLite; see tests/support/instance.py), THROUGH the authenticating gateway
-(adf_bridge/gateway/app.py, Entra mode): the interpreter's managed identity hands out RS256 tokens
+(adf_bridge/gateway, Entra mode): the interpreter's managed identity hands out RS256 tokens
 signed by the local JWKS stand-in (tests/support/gateway.py), and the gateway checks every request
 against its policy before the webserver sees it, as in production.
 
@@ -30,8 +30,10 @@ from typing import Any, cast
 
 import pytest
 
-from adf_bridge.gateway.app import GatewaySettings, create_app
-from adf_bridge.templates import LAUNCH_QUERY, OUTPUT_DIR
+from adf_bridge.gateway.app import create_app
+from adf_bridge.gateway.settings import GatewaySettings
+from adf_bridge.templates.output import OUTPUT_DIR
+from adf_bridge.templates.queries import LAUNCH_QUERY
 from tests.support.adf_interpreter import Interpreter, PipelineRun
 from tests.support.gateway import AUDIENCE, LocalEntra, serve
 from tests.support.instance import instance_yaml

@@ -20,14 +20,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
-from adf_bridge.gateway.app import (
-    GatewaySettings,
-    GatewaySettingsError,
-    KeySet,
-    create_app,
-    dynamic_partitions_of_jobs,
-    parse_identities,
-)
+from adf_bridge.gateway.app import create_app
+from adf_bridge.gateway.auth import KeySet
+from adf_bridge.gateway.settings import GatewaySettings, GatewaySettingsError, parse_identities
+from adf_bridge.jobs_manifest import JobsManifest
 from tests.support.gateway import (
     ADF_APPID,
     ADF_OID,
@@ -133,8 +129,75 @@ def test_settings_errors_say_what_is_wrong(env: dict[str, str], words: str) -> N
     assert "s" * 40 not in str(error.value)
 
 
+def test_every_setting_is_a_documented_variable_and_the_token_never_shows(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    variables = GatewaySettings.variables()
+    assert GatewaySettings.model_config.get("env_prefix") == "MNIST_GATEWAY_"
+    for name, field in GatewaySettings.model_fields.items():
+        assert field.description, name
+        assert variables[name] == "MNIST_GATEWAY_" + name.upper()
+    secret = "s" * 40
+    static = {"MNIST_GATEWAY_AUTH": "static", "MNIST_GATEWAY_STATIC_TOKEN": secret}
+    settings = GatewaySettings.from_env(static)
+    assert secret not in f"{settings!r} {settings!s} {settings.model_dump()} {settings.model_dump_json()}"
+    # A mapping given is read alone: the process environment does not leak in.
+    monkeypatch.setenv("MNIST_GATEWAY_PORT", "not-a-port")
+    assert GatewaySettings.from_env(static).port == 8080
+    with pytest.raises(GatewaySettingsError, match="MNIST_GATEWAY_PORT: expected a TCP port"):
+        GatewaySettings.from_env()
+
+
+def _static_settings(**env: str) -> GatewaySettings:
+    return GatewaySettings.from_env(
+        {
+            "MNIST_GATEWAY_AUTH": "static",
+            "MNIST_GATEWAY_STATIC_TOKEN": "s" * 40,
+            "MNIST_GATEWAY_STATIC_JOBS": "score_batch",
+            **env,
+        }
+    )
+
+
+def test_a_missing_or_broken_jobs_manifest_stops_the_gateway_saying_how_to_fix_it(tmp_path: Path) -> None:
+    missing = _static_settings(MNIST_GATEWAY_JOBS_MANIFEST=str(tmp_path / "jobs.json"))
+    with pytest.raises(GatewaySettingsError, match="MNIST_GATEWAY_JOBS_MANIFEST") as error:
+        create_app(missing)
+    assert "python -m adf_bridge.templates" in str(error.value)
+    (tmp_path / "jobs.json").write_text('{"jobs": [{"name": "score_batch"}]}')
+    with pytest.raises(GatewaySettingsError, match=r"not valid \(.*jobs\.0\.partitioned: Field required"):
+        create_app(missing)
+
+
+def test_partitions_an_identity_may_add_come_from_the_jobs_manifest_setting(tmp_path: Path) -> None:
+    manifest = tmp_path / "jobs.json"
+    jobs = [{"name": "score_batch", "description": "", "partitioned": True, "dynamic_partitions": "other"}]
+    manifest.write_text(json.dumps({"jobs": jobs}))
+    forwarded: list[Any] = []
+
+    def dagster(request: httpx.Request) -> httpx.Response:
+        forwarded.append(json.loads(request.content)["variables"]["partitionsDefName"])
+        return httpx.Response(200, json={"data": {"addDynamicPartition": {"__typename": "Added"}}})
+
+    app = create_app(
+        _static_settings(MNIST_GATEWAY_JOBS_MANIFEST=str(manifest)), transport=httpx.MockTransport(dagster)
+    )
+    add = """mutation($s: RepositorySelector!, $d: String!, $k: String!) {
+      addDynamicPartition(repositorySelector: $s, partitionsDefName: $d, partitionKey: $k) { __typename } }"""
+    selector = {"repositoryLocationName": "mnist", "repositoryName": "__repository__"}
+    headers = {"Authorization": "Bearer " + "s" * 40}
+    with serve(app) as url, httpx.Client(base_url=url, headers=headers, timeout=30) as client:
+        for definition, status in (("other", 200), ("inference_batches", 403)):
+            variables = {"s": selector, "d": definition, "k": "b-1"}
+            answer = client.post("/graphql", json={"query": add, "variables": variables})
+            assert answer.status_code == status, answer.text
+    assert forwarded == ["other"]
+
+
 def test_partitions_an_identity_may_add_come_from_the_code_location() -> None:
-    assert dynamic_partitions_of_jobs() == {
+    # Through the jobs manifest, which the template generator writes from the code location (its
+    # staleness is tests/unit/test_adf_templates.py's).
+    assert JobsManifest.read().dynamic_partitions() == {
         "score_batch": "inference_batches",
         "mnist_pipeline": "inference_batches",
     }

@@ -16,15 +16,12 @@ from typing import Any, cast
 
 import pytest
 
-from adf_bridge import templates as adf_templates
-from adf_bridge.templates import (
-    OUTPUT_DIR,
-    JobInfo,
-    build_pipeline,
-    generate,
-    jobs_of_code_location,
-    stale_files,
-)
+from adf_bridge.jobs_manifest import JobsManifest
+from adf_bridge.templates import cli
+from adf_bridge.templates.jobs import JobInfo, jobs_of_code_location
+from adf_bridge.templates.output import OUTPUT_DIR, generate, stale_files
+from adf_bridge.templates.pipeline import build_pipeline
+from adf_bridge.templates.queries import LAUNCH_QUERY
 from assets.model import TrainingConfig
 from tests.support.adf_interpreter import (
     FUNCTIONS,
@@ -80,9 +77,33 @@ def test_stale_templates_are_reported_with_a_diff(tmp_path: Path) -> None:
     assert any("train_model.json: differs from the code location" in p and '"seed": 7' in p for p in problems)
     fewer = [j for j in jobs if j.name != "score_batch"]
     assert any("score_batch.json: no job generates it any more" in p for p in stale_files(tmp_path, fewer))
-    assert adf_templates.main(["--check", "--out", str(tmp_path)]) == 0
+    assert cli.main(["--check", "--out", str(tmp_path)]) == 0
     (tmp_path / "pipelines" / "train_model.json").write_text("{}")
-    assert adf_templates.main(["--check", "--out", str(tmp_path)]) == 1
+    assert cli.main(["--check", "--out", str(tmp_path)]) == 1
+
+
+def test_jobs_manifest_says_what_the_gateway_needs_about_each_job() -> None:
+    manifest = JobsManifest.read(OUTPUT_DIR / "jobs.json")
+    assert [job.name for job in manifest.jobs] == ["mnist_pipeline", "score_batch", "train_model"]
+    assert manifest.dynamic_partitions() == {
+        "score_batch": "inference_batches",
+        "mnist_pipeline": "inference_batches",
+    }
+    jobs = {job.name: job for job in jobs_of_code_location()}
+    for job in manifest.jobs:
+        assert job.description == jobs[job.name].description
+        assert job.partitioned == jobs[job.name].partitioned
+
+
+def test_stale_or_missing_jobs_manifest_is_reported(tmp_path: Path) -> None:
+    jobs = jobs_of_code_location()
+    generate(tmp_path, jobs)
+    other = [replace(j, dynamic_partitions="other_batches") if j.name == "score_batch" else j for j in jobs]
+    problems = stale_files(tmp_path, other)
+    assert any("jobs.json: differs from the code location" in p and '"other_batches"' in p for p in problems)
+    (tmp_path / "jobs.json").unlink()
+    assert any(p.endswith("jobs.json: missing") for p in stale_files(tmp_path, jobs))
+    assert cli.main(["--check", "--out", str(tmp_path)]) == 1
 
 
 def _pipelines() -> list[dict[str, Any]]:
@@ -194,7 +215,7 @@ def test_launch_body_is_valid_json_whatever_the_names_contain() -> None:
         "dagster/partition": tricky,
     }
     assert body["variables"]["executionParams"]["selector"]["jobName"] == "score_batch"
-    assert body["query"] == adf_templates.LAUNCH_QUERY
+    assert body["query"] == LAUNCH_QUERY
     partition = evaluate_value(activities["Add partition"]["typeProperties"]["body"], scope)
     assert partition["variables"]["partitionKey"] == tricky
     # The caller's tags cannot override the idempotency key: ADF's own come last.

@@ -10,7 +10,7 @@ import pytest
 from graphql import parse, print_ast
 
 from adf_bridge.gateway.policy import Decision, Identity, authorize
-from adf_bridge.templates import ADD_PARTITION_QUERY, FAILURE_QUERY, LAUNCH_QUERY, STATUS_QUERY
+from adf_bridge.templates.queries import ADD_PARTITION_QUERY, FAILURE_QUERY, LAUNCH_QUERY, STATUS_QUERY
 from tests.support.gateway import LAUNCH, STATUS
 
 ADF = Identity(name="adf", jobs=frozenset({"score_batch", "train_model"}), object_id="oid-1")
@@ -418,7 +418,7 @@ def test_forwarded_document_is_the_checked_one_and_parses() -> None:
 
 
 def test_every_request_of_the_adf_templates_is_allowed() -> None:
-    """The queries come from adf_bridge/templates.py itself, with the variables a pipeline sends."""
+    """The queries come from adf_bridge/templates/queries.py, with the variables a pipeline sends."""
     tags = [{"key": "adf/pipeline_run_id", "value": "6f1c0c8e"}, {"key": "dagster/partition", "value": "b-1"}]
     requests = {
         "launch": (LAUNCH_QUERY, {"executionParams": params(executionMetadata={"tags": tags})}),
