@@ -52,6 +52,14 @@ from adf_bridge.gateway.policy import Decision, Identity, authorize
 log = logging.getLogger("adf_bridge.gateway.app")
 
 PREFIX = "MNIST_GATEWAY_"
+# The gateway's variables (the code location ignores this prefix).
+KNOWN = tuple(
+    PREFIX + name
+    for name in (
+        "UPSTREAM", "HOST", "PORT", "AUTH", "TENANT_ID", "AUDIENCE", "JWKS_URL", "IDENTITIES",
+        "STATIC_TOKEN", "STATIC_JOBS", "LOCATION", "UPSTREAM_TIMEOUT", "MAX_LAUNCHES",
+    )
+)  # fmt: skip
 MAX_BODY_BYTES = 256 * 1024
 LEEWAY_SECONDS = 60  # clock skew between Entra, ADF and this host
 REQUEST_KEYS = frozenset({"query", "variables", "operationName"})
@@ -128,8 +136,6 @@ class GatewaySettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> GatewaySettings:
-        from orchestration.settings import KNOWN
-
         env = os.environ if env is None else env
         unknown = sorted(k for k in env if k.startswith(PREFIX) and k not in KNOWN)
         if unknown:

@@ -35,7 +35,7 @@ def test_good_names_allowed(name: str) -> None:
 
 def test_defaults_need_no_environment() -> None:
     s = Settings.from_env({})
-    assert s.storage == "local" and s.compute == "local" and s.min_accuracy == 0.97
+    assert s.storage.kind == "local" and s.compute.default == "local" and s.quality.min_accuracy == 0.97
     assert isinstance(s.object_store(), LocalObjectStore)
 
 
