@@ -25,7 +25,8 @@ def _pool_mode(value: str) -> str:
 
 
 class AzureBatchSettings(EnvironmentSettings):
-    """Azure Batch compute (`MNIST_*COMPUTE=azure_batch`); needs `MNIST_STORAGE=azure_blob`.
+    """Azure Batch compute: workload tasks as Batch jobs on a pool, for the roles whose compute is
+    `azure_batch`; needs `MNIST_STORAGE=azure_blob` (nodes read and write Blob).
 
     Without AZURE_BATCH_ACCOUNT_KEY, Batch is called with an Entra ID token (DefaultAzureCredential).
     """

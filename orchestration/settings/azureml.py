@@ -23,7 +23,8 @@ TrueOrFalse = Annotated[bool, BeforeValidator(_true_or_false)]
 
 
 class AzureMLSettings(EnvironmentSettings):
-    """AzureML compute (`MNIST_TRAINING_COMPUTE` / `MNIST_SCORING_COMPUTE` / `MNIST_COMPUTE` = azureml).
+    """AzureML compute: training on a v1 PipelineEndpoint and scoring on a v2 batch endpoint, for the roles
+    whose compute is `azureml`.
 
     Credentials: a service principal when AZURE_CLIENT_SECRET is set, else DefaultAzureCredential
     (managed identity, `az login`).

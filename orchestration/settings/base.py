@@ -106,8 +106,10 @@ class Variable:
         annotation, metadata = _unwrap(self.field.annotation, list(self.field.metadata))
         if get_origin(annotation) is Literal:
             return "one of " + ", ".join(str(a) for a in get_args(annotation))
-        if self.reference or self.secret:
+        if self.reference:
             return "any value (read when a run starts)"
+        if annotation in (SecretStr, SecretBytes):
+            return "text (never shown)"
         if annotation in (int, float):
             kind = annotation.__name__
             positive = any(isinstance(m, Gt) and m.gt == 0 for m in metadata)
@@ -124,6 +126,10 @@ class Variable:
             return "a directory"
         if annotation is str:
             return "text"
+        if get_origin(annotation) in (list, tuple, set, frozenset):
+            return "a list"
+        if get_origin(annotation) is dict:
+            return "a mapping"
         return getattr(annotation, "__name__", str(annotation))
 
 

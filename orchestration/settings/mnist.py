@@ -11,7 +11,11 @@ from resources.mnist_source import CANONICAL_URL
 
 
 class SourceSettings(EnvironmentSettings):
-    """MNIST source: where the four MNIST files are fetched from, and how they are verified."""
+    """MNIST source: where the four MNIST files are fetched from, and how they are verified.
+
+    The canonical mirror is checked against the published md5s; any other source against its own
+    `md5sums` file, or against MNIST_SOURCE_CHECKSUMS when given. An unverifiable source is refused.
+    """
 
     location: str = variable(
         "MNIST_SOURCE", CANONICAL_URL, "base URL (http/https/file) or directory of the four MNIST files"
