@@ -97,7 +97,9 @@ def tick_part(conn: str) -> dict[str, Any]:
 
     from orchestration.sensors import requested_run_keys
     from orchestration.sensors.completeness import BatchRules, assess
+    from orchestration.sensors.factory import INFERENCE, ROTATE_PER_TICK
     from orchestration.sensors.folder_scan import Ledger, WatchCursor, scan_events, scan_listing
+    from orchestration.settings import SensorSettings
     from resources.blob_events import BlobEventQueue
     from tests.support.blob_events import blob_created_event
 
@@ -118,6 +120,8 @@ def tick_part(conn: str) -> dict[str, Any]:
             event = blob_created_event(container, name, r["etag"], len(data))
             queue.send_message(base64.b64encode(json.dumps(event).encode()).decode())
     rules = BatchRules()
+    defaults = SensorSettings()  # the sensor's own per-tick limits
+    prefix = INFERENCE.prefix
     results: dict[str, Any] = {}
 
     def measure(label: str, fn: Any) -> None:
@@ -132,27 +136,29 @@ def tick_part(conn: str) -> dict[str, Any]:
         }
 
     def ledger() -> Ledger:  # what was requested before: read from the 10,000 runs' run keys
-        return Ledger(lambda: requested_run_keys(instance, "inference/"))
+        return Ledger(lambda: requested_run_keys(instance, prefix))
 
     def listing(store: Any, counter: Counter) -> int:
         # A tick between full passes: the last one was costly (as it is at this size) and recent.
         cursor = WatchCursor(full_pass_at=time.time(), full_pass_seconds=3.0)
-        plan = scan_listing(store, "inference/", rules, cursor, max_folders=50, rotate=10, ledger=ledger())
+        plan = scan_listing(store, prefix, rules, cursor, max_folders=defaults.max_folders_per_tick,
+                            rotate=ROTATE_PER_TICK, ledger=ledger())  # fmt: skip
         assert not plan.full_pass
         results["cursor_bytes"] = len(cursor.dump())
         return len(plan.ready)
 
     def full_pass(store: Any, counter: Counter) -> int:
         cursor = WatchCursor()
-        plan = scan_listing(store, "inference/", rules, cursor, max_folders=50, rotate=10, ledger=ledger())
+        plan = scan_listing(store, prefix, rules, cursor, max_folders=defaults.max_folders_per_tick,
+                            rotate=ROTATE_PER_TICK, ledger=ledger())  # fmt: skip
         assert plan.full_pass
         return len(plan.ready)
 
     def events(store: Any, counter: Counter) -> int:
         q = BlobEventQueue(queue=queue.queue_name, connection_string=conn)
         q._client = QueueClient.from_connection_string(conn, queue.queue_name, raw_request_hook=counter)
-        plan = scan_events(store, q, CONTAINER, "inference/", rules, WatchCursor(),
-                           max_messages=256, long_poll_seconds=0, ledger=ledger())  # fmt: skip
+        plan = scan_events(store, q, CONTAINER, prefix, rules, WatchCursor(),
+                           max_messages=defaults.max_messages_per_tick, long_poll_seconds=0, ledger=ledger())  # fmt: skip
         return len(plan.ready)
 
     def naive(store: Any, counter: Counter) -> int:
@@ -171,7 +177,7 @@ def tick_part(conn: str) -> dict[str, Any]:
     measure("events", events)
     measure("naive full listing", naive)
     results["objects"] = OLD_BATCHES * FILES_PER_BATCH + NEW_BATCHES * FILES_PER_BATCH
-    # What the cursor of session 1's design weighed at this size: every folder's version, in every tick.
+    # What a cursor keeping every folder's version (cursor format 1) weighs at this size, in every tick.
     results["old_cursor_bytes"] = len(json.dumps({"v": 1, "done": versions}, separators=(",", ":")))
     return results
 

@@ -34,7 +34,8 @@ def main() -> int:
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    resources = settings.resources()
+    defs = build_definitions(settings)
+    resources = defs.resources or {}
     # Outside a run, resolve dg.EnvVar fields (secrets) the way Dagster does inside one.
     storage = resources["storage"].process_config_and_initialize()
     source = resources["mnist_source"].process_config_and_initialize()
@@ -50,7 +51,6 @@ def main() -> int:
 
     instance = dg.DagsterInstance.get()
     instance.add_dynamic_partitions(INFERENCE_BATCHES, [DEMO_BATCH])
-    defs = build_definitions(settings)
     result = defs.resolve_job_def("mnist_pipeline").execute_in_process(
         instance=instance,
         partition_key=DEMO_BATCH,

@@ -16,7 +16,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     return dg.Definitions(
         assets=[raw_mnist, mnist_model, mnist_predictions],
         jobs=JOBS,
-        sensors=build_sensors(settings.sensor_settings()),
+        sensors=build_sensors(settings.sensors, container=settings.storage.container),
         resources=settings.resources(),
     )
 

@@ -127,7 +127,7 @@ def deploy(args: argparse.Namespace, model_path: str, version: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    d = dict(_settings().azureml)
+    d = _settings().azureml.model_dump(exclude_unset=True)
     parser = argparse.ArgumentParser(
         prog="python -m deploy.azureml.deploy_batch", description=(__doc__ or "").split("\n\n")[0]
     )

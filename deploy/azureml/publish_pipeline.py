@@ -39,7 +39,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 def _settings_defaults() -> dict[str, str]:
     from orchestration.settings import Settings
 
-    return dict(Settings.from_env().azureml)
+    return Settings.from_env().azureml.model_dump(exclude_unset=True)
 
 
 def stage_snapshot(target: Path) -> Path:

@@ -1,9 +1,14 @@
-"""Sensors that replace ADF storage event triggers: one run per complete inference batch or training set."""
+"""Sensors that replace ADF storage event triggers: one run per complete inference batch or training set.
+
+Each watched area (a folder tree and what a complete folder in it becomes) is a `WatchedArea`; one
+function builds its sensor for either way of noticing new data (listing the storage, or Event Grid
+events from a storage queue), as the sensor settings say.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import dagster as dg
 from dagster._core.storage.tags import RUN_KEY_TAG
@@ -13,86 +18,28 @@ from assets.predictions import INFERENCE_BATCHES, inference_batches
 from orchestration.jobs import score_batch, train_model
 from orchestration.sensors.completeness import BatchRules, BatchState, run_key
 from orchestration.sensors.folder_scan import Ledger, TickPlan, WatchCursor, scan_events, scan_listing
+from orchestration.settings import SensorSettings
+from orchestration.settings.wiring import INFERENCE_EVENTS, TRAINING_EVENTS
 from resources.blob_events import BlobEventQueue
 from resources.storage import ObjectStore
 
+# Within one tick, keep looking for this long while nothing is complete yet (see folder_scan).
+LONG_POLL_SECONDS = 3.5
+# Listing mode: done folders re-checked per tick, to notice re-uploads.
+ROTATE_PER_TICK = 10
+
 
 @dataclass(frozen=True)
-class SensorSettings:
-    interval_seconds: int = 5
-    rules: BatchRules = field(default_factory=BatchRules)
-    max_folders_per_tick: int = 50
-    rotate_per_tick: int = 10
-    events: bool = False  # events mode: storage queues instead of listing
-    events_container: str | None = None
-    long_poll_seconds: float = 3.5
-    max_messages_per_tick: int = 256
-    full_pass_seconds: float = (
-        60.0  # listing mode: at most this long between full passes once they are costly
-    )
+class WatchedArea:
+    """A folder tree a sensor watches, and what a complete folder in it becomes."""
 
-
-def _result(
-    context: dg.SensorEvaluationContext,
-    plan: TickPlan,
-    request: Callable[[BatchState], dg.RunRequest],
-    partitions: dg.DynamicPartitionsDefinition | None,
-) -> dg.SensorResult:
-    for note in plan.notes:
-        context.log.info(note)
-    new_partitions = []
-    if partitions is not None:
-        assert partitions.name is not None
-        new_partitions = sorted(
-            {
-                s.batch_id
-                for s in plan.ready
-                if not context.instance.has_dynamic_partition(partitions.name, s.batch_id)
-            }
-        )
-    skip = None
-    if not plan.ready:
-        shown = "; ".join(plan.notes[:5]) + (
-            f"; and {len(plan.notes) - 5} more" if len(plan.notes) > 5 else ""
-        )
-        skip = dg.SkipReason(f"nothing new is complete ({shown})" if shown else "no new or changed folders")
-    return dg.SensorResult(
-        run_requests=[request(s) for s in plan.ready],
-        dynamic_partitions_requests=[partitions.build_add_request(new_partitions)]
-        if new_partitions and partitions
-        else [],
-        cursor=plan.cursor.dump(),
-        skip_reason=skip,
-    )
-
-
-def _plan(
-    context: dg.SensorEvaluationContext,
-    store: ObjectStore,
-    queue: BlobEventQueue | None,
-    prefix: str,
-    s: SensorSettings,
-) -> TickPlan:
-    cursor = WatchCursor.parse(context.cursor)
-    ledger = Ledger(lambda: requested_run_keys(context.instance, prefix))
-    if queue is not None:
-        return scan_events(
-            store, queue, s.events_container, prefix, s.rules, cursor,
-            max_messages=s.max_messages_per_tick, long_poll_seconds=s.long_poll_seconds, ledger=ledger,
-        )  # fmt: skip
-    return scan_listing(
-        store, prefix, s.rules, cursor, max_folders=s.max_folders_per_tick, rotate=s.rotate_per_tick,
-        long_poll_seconds=s.long_poll_seconds, ledger=ledger, full_pass_seconds=s.full_pass_seconds,
-    )  # fmt: skip
-
-
-def requested_run_keys(instance: dg.DagsterInstance, prefix: str) -> list[str]:
-    """`<folder>@<version>` of every run requested for a folder under `prefix`, from the runs' run keys.
-
-    One query on the run storage; run keys are `<prefix><folder>@<version>` (see `orchestration.sensors.completeness`).
-    """
-    rows = instance.get_run_tags(tag_keys=[RUN_KEY_TAG], value_prefix=prefix)
-    return [key[len(prefix) :] for _, values in rows for key in values if key.startswith(prefix)]
+    sensor_name: str
+    prefix: str  # "<area>/": each folder under it is one batch
+    job: dg.UnresolvedAssetJobDefinition
+    request: Callable[[BatchState], dg.RunRequest]  # the run a complete folder version asks for
+    describe: Callable[[str, str], str]  # (when a folder is complete, how it is noticed) -> description
+    events_resource: str  # events mode: resource key of the storage queue of this area's blob events
+    partitions: dg.DynamicPartitionsDefinition | None = None  # each folder becomes a partition of these
 
 
 def _score_request(state: BatchState) -> dg.RunRequest:
@@ -112,78 +59,127 @@ def _train_request(state: BatchState) -> dg.RunRequest:
     )
 
 
-def build_sensors(s: SensorSettings) -> list[dg.SensorDefinition]:
-    mode = "Event Grid events from a storage queue" if s.events else "listing the storage"
-    completion = f"its `{s.rules.marker}` marker appears" + (
-        f" or nothing new has landed for {s.rules.quiet_seconds:g} s"
-        if s.rules.quiet_seconds is not None
-        else ""
+INFERENCE = WatchedArea(
+    sensor_name="inference_batch_sensor",
+    prefix=f"{INFERENCE_PREFIX}/",
+    job=score_batch,
+    request=_score_request,
+    describe=lambda completion, mode: (
+        f"Scores each inference batch (a folder under `{INFERENCE_PREFIX}/`) once it is complete: when "
+        f"{completion}. Adds the batch as a partition of mnist_predictions and requests exactly one "
+        f"score_batch run per batch version (run key: folder + digest of its objects' etags). Watches by {mode}."
+    ),
+    events_resource=INFERENCE_EVENTS,
+    partitions=inference_batches,
+)
+TRAINING = WatchedArea(
+    sensor_name="training_data_sensor",
+    prefix=f"{TRAINING_PREFIX}/",
+    job=train_model,
+    request=_train_request,
+    describe=lambda completion, mode: (
+        f"Retrains when a labelled set lands under `{TRAINING_PREFIX}/<set>/` (the four MNIST IDX files and an "
+        f"md5sums file) and is complete: when {completion}. Requests one train_model run per set version, "
+        f"with raw_mnist reading that set. Watches by {mode}."
+    ),
+    events_resource=TRAINING_EVENTS,
+)
+AREAS = (INFERENCE, TRAINING)
+
+
+def build_sensors(
+    settings: SensorSettings, *, container: str | None = None, long_poll_seconds: float = LONG_POLL_SECONDS
+) -> list[dg.SensorDefinition]:
+    """The sensor of every watched area. `container`: events mode counts only events of this blob container."""
+    return [
+        build_sensor(area, settings, container=container, long_poll_seconds=long_poll_seconds)
+        for area in AREAS
+    ]
+
+
+def build_sensor(
+    area: WatchedArea,
+    settings: SensorSettings,
+    *,
+    container: str | None = None,
+    long_poll_seconds: float = LONG_POLL_SECONDS,
+) -> dg.SensorDefinition:
+    """The sensor of one area: each tick, the complete folders whose version was not requested yet become runs."""
+    rules = BatchRules(marker=settings.batch_marker, quiet_seconds=settings.batch_quiet_seconds)
+    completion = f"its `{rules.marker}` marker appears" + (
+        f" or nothing new has landed for {rules.quiet_seconds:g} s" if rules.quiet_seconds is not None else ""
     )
-    common = {
-        "minimum_interval_seconds": s.interval_seconds,
-        "default_status": dg.DefaultSensorStatus.STOPPED,
-    }
-    descriptions = {
-        "inference_batch_sensor": f"Scores each inference batch (a folder under `{INFERENCE_PREFIX}/`) once it is "
-        f"complete: when {completion}. Adds the batch as a partition of mnist_predictions and requests exactly "
-        f"one score_batch run per batch version (run key: folder + digest of its objects' etags). Watches by {mode}.",
-        "training_data_sensor": f"Retrains when a labelled set lands under `{TRAINING_PREFIX}/<set>/` (the four "
-        f"MNIST IDX files and an md5sums file) and is complete: when {completion}. Requests one train_model run "
-        f"per set version, with raw_mnist reading that set. Watches by {mode}.",
-    }
+    mode = "Event Grid events from a storage queue" if settings.events else "listing the storage"
+    events = settings.events
 
-    if s.events:
+    @dg.sensor(
+        name=area.sensor_name,
+        job=area.job,
+        description=area.describe(completion, mode),
+        minimum_interval_seconds=settings.interval_seconds,
+        default_status=dg.DefaultSensorStatus.STOPPED,
+        required_resource_keys={"storage", area.events_resource} if events else {"storage"},
+    )
+    def watch(context: dg.SensorEvaluationContext, **_called_with: object) -> dg.SensorResult:
+        # Resources come from the context: the queue's key differs by area, so it cannot be a parameter.
+        # (Calling the sensor directly, as tests do, also passes them as keyword arguments: the same objects.)
+        store: ObjectStore = context.resources.storage
+        cursor = WatchCursor.parse(context.cursor)
+        ledger = Ledger(lambda: requested_run_keys(context.instance, area.prefix))
+        if events:
+            queue: BlobEventQueue = getattr(context.resources, area.events_resource)
+            plan = scan_events(
+                store, queue, container, area.prefix, rules, cursor,
+                max_messages=settings.max_messages_per_tick, long_poll_seconds=long_poll_seconds, ledger=ledger,
+            )  # fmt: skip
+        else:
+            plan = scan_listing(
+                store, area.prefix, rules, cursor, max_folders=settings.max_folders_per_tick,
+                rotate=ROTATE_PER_TICK, long_poll_seconds=long_poll_seconds, ledger=ledger,
+                full_pass_seconds=settings.full_pass_seconds,
+            )  # fmt: skip
+        return _result(context, plan, area)
 
-        @dg.sensor(
-            name="inference_batch_sensor",
-            job=score_batch,
-            description=descriptions["inference_batch_sensor"],
-            **common,
+    return watch
+
+
+def _result(context: dg.SensorEvaluationContext, plan: TickPlan, area: WatchedArea) -> dg.SensorResult:
+    for note in plan.notes:
+        context.log.info(note)
+    partitions = area.partitions
+    new_partitions = []
+    if partitions is not None:
+        assert partitions.name is not None
+        new_partitions = sorted(
+            {
+                s.batch_id
+                for s in plan.ready
+                if not context.instance.has_dynamic_partition(partitions.name, s.batch_id)
+            }
         )
-        def inference_events(
-            context: dg.SensorEvaluationContext, storage: ObjectStore, inference_events: BlobEventQueue
-        ) -> dg.SensorResult:
-            plan = _plan(context, storage, inference_events, f"{INFERENCE_PREFIX}/", s)
-            return _result(context, plan, _score_request, inference_batches)
-
-        @dg.sensor(
-            name="training_data_sensor",
-            job=train_model,
-            description=descriptions["training_data_sensor"],
-            **common,
+    skip = None
+    if not plan.ready:
+        shown = "; ".join(plan.notes[:5]) + (
+            f"; and {len(plan.notes) - 5} more" if len(plan.notes) > 5 else ""
         )
-        def training_events(
-            context: dg.SensorEvaluationContext, storage: ObjectStore, training_events: BlobEventQueue
-        ) -> dg.SensorResult:
-            plan = _plan(context, storage, training_events, f"{TRAINING_PREFIX}/", s)
-            return _result(context, plan, _train_request, None)
-
-        sensors = [inference_events, training_events]
-    else:
-
-        @dg.sensor(
-            name="inference_batch_sensor",
-            job=score_batch,
-            description=descriptions["inference_batch_sensor"],
-            **common,
-        )
-        def inference_listing(context: dg.SensorEvaluationContext, storage: ObjectStore) -> dg.SensorResult:
-            plan = _plan(context, storage, None, f"{INFERENCE_PREFIX}/", s)
-            return _result(context, plan, _score_request, inference_batches)
-
-        @dg.sensor(
-            name="training_data_sensor",
-            job=train_model,
-            description=descriptions["training_data_sensor"],
-            **common,
-        )
-        def training_listing(context: dg.SensorEvaluationContext, storage: ObjectStore) -> dg.SensorResult:
-            plan = _plan(context, storage, None, f"{TRAINING_PREFIX}/", s)
-            return _result(context, plan, _train_request, None)
-
-        sensors = [inference_listing, training_listing]
-
-    return sensors
+        skip = dg.SkipReason(f"nothing new is complete ({shown})" if shown else "no new or changed folders")
+    return dg.SensorResult(
+        run_requests=[area.request(s) for s in plan.ready],
+        dynamic_partitions_requests=[partitions.build_add_request(new_partitions)]
+        if new_partitions and partitions
+        else [],
+        cursor=plan.cursor.dump(),
+        skip_reason=skip,
+    )
 
 
-__all__ = ["INFERENCE_BATCHES", "SensorSettings", "build_sensors"]
+def requested_run_keys(instance: dg.DagsterInstance, prefix: str) -> list[str]:
+    """`<folder>@<version>` of every run requested for a folder under `prefix`, from the runs' run keys.
+
+    One query on the run storage; run keys are `<prefix><folder>@<version>` (see `orchestration.sensors.completeness`).
+    """
+    rows = instance.get_run_tags(tag_keys=[RUN_KEY_TAG], value_prefix=prefix)
+    return [key[len(prefix) :] for _, values in rows for key in values if key.startswith(prefix)]
+
+
+__all__ = ["AREAS", "INFERENCE_BATCHES", "WatchedArea", "build_sensor", "build_sensors", "requested_run_keys"]

@@ -60,3 +60,24 @@ def test_unknown_setting_fails_loading_with_a_clear_message(tmp_path: Path) -> N
     )
     assert out.returncode != 0
     assert "unknown setting(s) MNIST_STORAG" in out.stderr
+
+
+def test_events_mode_gives_every_sensor_its_queue() -> None:
+    from orchestration.definitions import build_definitions
+    from orchestration.settings import Settings
+
+    settings = Settings.from_env(
+        {
+            "MNIST_STORAGE": "azure_blob",
+            "AZURE_STORAGE_CONNECTION_STRING": "UseDevelopmentStorage=true",
+            "MNIST_SENSOR_MODE": "events",
+        }
+    )
+    repo = build_definitions(settings).get_repository_def()
+    assert {s.name: sorted(s.required_resource_keys) for s in repo.sensor_defs} == {
+        "inference_batch_sensor": ["inference_events", "storage"],
+        "training_data_sensor": ["storage", "training_events"],
+    }
+    # Dagster checks a sensor's resources only when it ticks: check them here.
+    provided = set(repo.get_top_level_resources())
+    assert all(s.required_resource_keys <= provided for s in repo.sensor_defs)

@@ -12,9 +12,10 @@ from dagster._core.storage.tags import RUN_KEY_TAG
 from dagster._core.utils import make_new_run_id
 
 from assets.predictions import INFERENCE_BATCHES
-from orchestration.sensors import SensorSettings, build_sensors
+from orchestration.sensors import build_sensors
 from orchestration.sensors.completeness import BatchRules, assess
 from orchestration.sensors.folder_scan import RECENT_LIMIT, WatchCursor
+from orchestration.settings import SensorSettings
 from resources.blob_events import BlobEventQueue, parse_events
 from resources.storage import AzureBlobObjectStore, LocalObjectStore, ObjectInfo, ObjectStore
 from tests.support.blob_events import upload_and_notify
@@ -22,8 +23,13 @@ from tests.support.blob_events import upload_and_notify
 DATA = b"\x00\x00\x08\x03" + b"x" * 60
 
 
-def sensors(**kw: Any) -> dict[str, dg.SensorDefinition]:
-    return {s.name: s for s in build_sensors(SensorSettings(**{"long_poll_seconds": 0.0, **kw}))}
+def sensors(
+    long_poll_seconds: float = 0.0, container: str | None = None, **settings: Any
+) -> dict[str, dg.SensorDefinition]:
+    built = build_sensors(
+        SensorSettings(**settings), container=container, long_poll_seconds=long_poll_seconds
+    )
+    return {s.name: s for s in built}
 
 
 class Ticker:
@@ -104,7 +110,7 @@ def test_empty_and_temporary_objects_do_not_count(store: ObjectStore) -> None:
 
 
 def test_per_tick_cap_continues_next_tick(store: ObjectStore) -> None:
-    t = Ticker(sensors(max_folders_per_tick=2)["inference_batch_sensor"], {"storage": store})
+    t = Ticker(sensors(max_per_tick=2)["inference_batch_sensor"], {"storage": store})
     for i in range(5):
         store.put_bytes(f"inference/b{i}/x.idx3-ubyte", DATA)
         store.put_bytes(f"inference/b{i}/_SUCCESS", b"")
@@ -178,7 +184,7 @@ def test_cursor_stays_bounded_and_the_run_ledger_remembers_the_rest(tmp_path: An
     n = RECENT_LIMIT + 200
     for i in range(n):
         store.put_bytes(f"inference/b{i:05d}/_SUCCESS", b"")
-    t = Ticker(sensors(max_folders_per_tick=n)["inference_batch_sensor"], {"storage": store})
+    t = Ticker(sensors(max_per_tick=n)["inference_batch_sensor"], {"storage": store})
     assert len(keys(t.tick())) == n
     cursor = WatchCursor.parse(t.cursor)
     assert len(cursor.recent) == RECENT_LIMIT and len(t.cursor or "") < 60_000
@@ -228,7 +234,7 @@ def test_quiet_period_completion_is_a_pure_rule() -> None:
 
 def test_quiet_mode_sensor_on_local_directory(tmp_path: Any) -> None:
     store = LocalObjectStore(root=str(tmp_path))
-    t = Ticker(sensors(rules=BatchRules(quiet_seconds=1))["inference_batch_sensor"], {"storage": store})
+    t = Ticker(sensors(batch_quiet_seconds=1)["inference_batch_sensor"], {"storage": store})
     store.put_bytes("inference/b1/x.idx3-ubyte", DATA)
     assert "files still arriving" in skip(t.tick())
     time.sleep(1.2)
@@ -260,7 +266,7 @@ def event_env(azurite: dict[str, str]) -> dict[str, Any]:
 
 
 def events_ticker(env: dict[str, Any], **kw: Any) -> Ticker:
-    definition = sensors(events=True, events_container=env["store"].container, long_poll_seconds=0.3, **kw)
+    definition = sensors(mode="events", container=env["store"].container, long_poll_seconds=0.3, **kw)
     return Ticker(
         definition["inference_batch_sensor"], {"storage": env["store"], "inference_events": env["resource"]}
     )

@@ -35,7 +35,7 @@ def test_good_names_allowed(name: str) -> None:
 
 def test_defaults_need_no_environment() -> None:
     s = Settings.from_env({})
-    assert s.storage == "local" and s.compute == "local" and s.min_accuracy == 0.97
+    assert s.storage.kind == "local" and s.compute.default == "local" and s.quality.min_accuracy == 0.97
     assert isinstance(s.object_store(), LocalObjectStore)
 
 
@@ -73,3 +73,67 @@ def test_secrets_stay_in_the_environment() -> None:
     # The resource carries a reference to the variable, not its value.
     assert secret not in repr(store.__dict__)
     assert "AZURE_STORAGE_KEY" in repr(store.__dict__)
+
+
+def test_every_bad_value_names_the_variable_what_was_expected_and_what_was_found() -> None:
+    for env, message in [
+        ({"MNIST_SENSOR_INTERVAL": "0"}, "MNIST_SENSOR_INTERVAL: expected a positive int, found '0'"),
+        (
+            {"MNIST_BATCH_QUIET_SECONDS": "soon"},
+            "MNIST_BATCH_QUIET_SECONDS: expected a positive float, found 'soon'",
+        ),
+        (
+            {"MNIST_BATCH_MARKER": "a/b"},
+            "MNIST_BATCH_MARKER: expected a file name like _SUCCESS, found 'a/b'",
+        ),
+        ({"MNIST_COMPUTE": "gpu"}, "MNIST_COMPUTE: expected one of local, azureml, azure_batch, found 'gpu'"),
+        ({"MNIST_AZUREML_PIPES": "yes"}, "MNIST_AZUREML_PIPES: expected true or false, found 'yes'"),
+    ]:
+        with pytest.raises(SettingsError) as error:
+            Settings.from_env(env)
+        assert str(error.value) == message
+
+
+def test_empty_variables_count_as_unset_and_gateway_variables_are_the_gateways() -> None:
+    s = Settings.from_env({"MNIST_STORAGE": "", "MNIST_SENSOR_INTERVAL": "", "MNIST_GATEWAY_ANYTHING": "x"})
+    assert s.storage.kind == "local" and s.sensors.interval_seconds == 5
+    with pytest.raises(SettingsError) as error:
+        Settings.from_env({"MNIST_SOURC": "/tmp/x"})
+    assert "MNIST_SOURCE," in str(error.value) and "MNIST_GATEWAY" not in str(error.value)
+
+
+def test_defaults_of_the_settings_are_the_resources_own() -> None:
+    """The settings pass every value explicitly: unset, each equals the resource's own default."""
+    from resources.compute.azureml import AzureMLBatchEndpointBackend, AzureMLPipelineBackend
+    from resources.compute.batch_tasks import AzureBatchBackend
+
+    batch = Settings.from_env(
+        {
+            "MNIST_STORAGE": "azure_blob",
+            "AZURE_STORAGE_ACCOUNT_URL": "https://acct.blob.core.windows.net",
+            "MNIST_COMPUTE": "azure_batch",
+            "AZURE_BATCH_ACCOUNT_URL": "https://acct.westeurope.batch.azure.com",
+        }
+    )
+    assert batch.compute_backend("training") == AzureBatchBackend(
+        account_url="https://acct.westeurope.batch.azure.com"
+    )
+    azureml = Settings.from_env(
+        {
+            "MNIST_COMPUTE": "azureml",
+            "MNIST_AZUREML_SUBSCRIPTION": "s",
+            "MNIST_AZUREML_RESOURCE_GROUP": "r",
+            "MNIST_AZUREML_WORKSPACE": "w",
+            "MNIST_AZUREML_REGION": "westeurope",
+        }
+    )
+    assert azureml.compute_backend("training") == AzureMLPipelineBackend(
+        subscription_id="s",
+        resource_group="r",
+        workspace_name="w",
+        region="westeurope",
+        pipeline_endpoint="mnist-training",
+    )
+    assert azureml.compute_backend("scoring") == AzureMLBatchEndpointBackend(
+        subscription_id="s", resource_group="r", workspace_name="w"
+    )

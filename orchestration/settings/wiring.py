@@ -1,0 +1,136 @@
+"""The one place that chooses local or Azure implementations: resources built from the settings.
+
+Secrets reach the resources as `dg.EnvVar` references (see `orchestration.settings.base`); Dagster
+resolves them when a run starts. The AzureML backends are imported only when chosen.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, cast
+
+from orchestration.settings.compute import COMPUTE_CHOICES, ComputeRole
+from orchestration.settings.errors import SettingsError
+from resources.blob_events import BlobEventQueue
+from resources.compute import ComputeBackend, LocalProcessBackend
+from resources.compute.batch_tasks import AzureBatchBackend
+from resources.mnist_source import MnistSource
+from resources.quality import QualityGate
+from resources.storage import AzureBlobObjectStore, LocalObjectStore, ObjectStore
+
+if TYPE_CHECKING:
+    from orchestration.settings.aggregate import Settings
+    from resources.compute.batch_tasks.backend import PoolMode
+
+# Resource keys of the storage queues the event sensors read (see orchestration.sensors.factory).
+INFERENCE_EVENTS = "inference_events"
+TRAINING_EVENTS = "training_events"
+
+
+def resources(settings: Settings) -> dict[str, Any]:
+    """Every resource of the code location, by resource key."""
+    events: dict[str, Any] = {}
+    if settings.sensors.events:
+        events = {
+            INFERENCE_EVENTS: event_queue(settings, settings.sensors.inference_queue),
+            TRAINING_EVENTS: event_queue(settings, settings.sensors.training_queue),
+        }
+    return {
+        **events,
+        "storage": object_store(settings),
+        "training_compute": compute_backend(settings, "training"),
+        "scoring_compute": compute_backend(settings, "scoring"),
+        "ingest_compute": compute_backend(settings, "ingest"),
+        "mnist_source": MnistSource(location=settings.source.location, checksums=settings.source.checksums),
+        "quality": QualityGate(min_accuracy=settings.quality.min_accuracy),
+    }
+
+
+def object_store(settings: Settings) -> ObjectStore:
+    storage = settings.storage
+    if storage.kind == "local":
+        return LocalObjectStore(root=str(storage.data_dir))
+    return AzureBlobObjectStore(
+        container=storage.container, account_url=storage.account_url, **storage.credentials()
+    )
+
+
+def event_queue(settings: Settings, queue: str) -> BlobEventQueue:
+    """The storage queue `queue`, on the storage account, with the storage credentials."""
+    return BlobEventQueue(
+        queue=queue, account_url=settings.sensors.queue_url, **settings.storage.credentials()
+    )
+
+
+def compute_backend(settings: Settings, role: ComputeRole) -> ComputeBackend:
+    """The backend that runs one role's workload tasks (`training`, `scoring` or `ingest`)."""
+    choice = settings.compute.for_role(role)
+    match choice:
+        case "local":
+            return LocalProcessBackend(work_dir=str(settings.compute.work_dir))
+        case "azureml":
+            return azureml_backend(settings, role)
+        case "azure_batch":
+            return azure_batch_backend(settings)
+    raise SettingsError(f"unknown compute {choice!r}; expected one of {', '.join(COMPUTE_CHOICES)}")
+
+
+def azureml_backend(settings: Settings, role: ComputeRole) -> ComputeBackend:
+    """AzureML: training on the v1 PipelineEndpoint, scoring on the v2 batch endpoint."""
+    from resources.compute.azureml import AzureMLBatchEndpointBackend, AzureMLPipelineBackend
+
+    if role == "ingest":
+        raise SettingsError(
+            "MNIST_INGEST_COMPUTE=azureml: AzureML runs training (v1 pipeline) and scoring (v2 batch "
+            "endpoint); ingest runs on local or azure_batch"
+        )
+    aml = settings.azureml
+    common: dict[str, Any] = {
+        # Checked by Settings.from_env for the roles that run on AzureML.
+        "subscription_id": aml.subscription_id,
+        "resource_group": aml.resource_group,
+        "workspace_name": aml.workspace_name,
+        "datastore": aml.datastore,
+        "poll_initial_seconds": aml.poll_initial,
+        "poll_max_seconds": aml.poll_max,
+        **aml.identity(),
+    }
+    if role == "training":
+        return AzureMLPipelineBackend(
+            **common,
+            region=aml.region,
+            service_url=aml.service_url,
+            # An endpoint id, when given, names the endpoint instead of its name.
+            pipeline_endpoint=None if aml.pipeline_endpoint_id else aml.pipeline_endpoint,
+            pipeline_endpoint_id=aml.pipeline_endpoint_id,
+            pipeline_version=aml.pipeline_version,
+            experiment_name=aml.training_experiment,
+            pipes=aml.pipes,
+        )
+    return AzureMLBatchEndpointBackend(
+        **common,
+        arm_url=aml.arm_url,
+        endpoint_name=aml.batch_endpoint,
+        deployment_name=aml.batch_deployment,
+        experiment_name=aml.scoring_experiment,
+    )
+
+
+def azure_batch_backend(settings: Settings) -> AzureBatchBackend:
+    """Azure Batch, configured from the MNIST_AZBATCH_* / AZURE_BATCH_* settings (checked by Settings.from_env)."""
+    batch = settings.azure_batch
+    publisher, offer, sku = batch.image_parts
+    return AzureBatchBackend(
+        account_url=batch.required_account_url(),
+        account_name=batch.account_name,
+        account_key=batch.account_key,
+        pool_id=batch.pool_id,
+        vm_size=batch.vm_size,
+        image_publisher=publisher,
+        image_offer=offer,
+        image_sku=sku,
+        node_agent_sku_id=batch.node_agent_sku_id,
+        node_count=batch.node_count,
+        autoscale_formula=batch.autoscale_formula,
+        pool_mode=cast("PoolMode", batch.pool_mode),  # one of POOL_MODES, checked when read
+        job_retention_hours=batch.job_retention_hours,
+    )
