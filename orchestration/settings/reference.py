@@ -27,7 +27,7 @@ from orchestration.settings.base import PROJECT_ROOT, Variable, variables
 
 REFERENCE = PROJECT_ROOT / "docs" / "configuration.md"
 GATEWAY_MODULE = "adf_bridge.gateway.settings"
-COMMAND = "python -m orchestration.settings.reference"
+COMMAND = "python -m orchestration.settings.reference"  # also: ./run config-docs
 
 
 def gateway_settings() -> type[BaseSettings] | None:
@@ -131,7 +131,10 @@ def main(argv: list[str] | None = None) -> int:
     text = render(documented_models())
     if args.check:
         if not REFERENCE.exists() or REFERENCE.read_text() != text:
-            print(f"{REFERENCE.relative_to(PROJECT_ROOT)} is out of date: run {COMMAND}", file=sys.stderr)
+            print(
+                f"{REFERENCE.relative_to(PROJECT_ROOT)} is out of date: run {COMMAND} (./run config-docs)",
+                file=sys.stderr,
+            )
             return 1
         return 0
     REFERENCE.parent.mkdir(parents=True, exist_ok=True)

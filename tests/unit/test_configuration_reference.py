@@ -11,7 +11,9 @@ from orchestration.settings.reference import COMMAND, REFERENCE, documented_mode
 
 def test_checked_in_reference_is_up_to_date() -> None:
     assert REFERENCE.exists(), f"{REFERENCE.name} is missing: run {COMMAND}"
-    assert REFERENCE.read_text() == render(documented_models()), f"{REFERENCE.name} is stale: run {COMMAND}"
+    assert REFERENCE.read_text() == render(documented_models()), (
+        f"{REFERENCE.name} is stale: run {COMMAND} (./run config-docs)"
+    )
 
 
 def test_every_variable_is_listed_with_its_default_and_whether_it_is_secret() -> None:
