@@ -31,7 +31,7 @@ from resources.storage import AzureBlobObjectStore  # noqa: E402
 from tests.support.azurite import run_azurite  # noqa: E402
 from tests.support.fakes.azure_batch import BatchFake  # noqa: E402
 
-SLEEPY = PROJECT_ROOT / "tests" / "sleepy"  # stdlib only: starts in milliseconds
+SLEEPY = PROJECT_ROOT / "tests" / "support" / "sleepy"  # stdlib only: starts in milliseconds
 ADF_POLL = 120.0
 WINDOW = 180.0  # simulated seconds watched after a run ends
 STATUS_OPS = ("Tasks_GetTask", "Jobs_GetJob")

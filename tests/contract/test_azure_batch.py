@@ -23,7 +23,7 @@ from tests.support.remote import new_blob_store
 pytestmark = pytest.mark.azurite
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-SLEEPY = PROJECT_ROOT / "tests" / "batchy"
+SLEEPY = PROJECT_ROOT / "tests" / "support" / "batchy"
 INSTANCE = dg.DagsterInstance.ephemeral()
 
 
