@@ -34,7 +34,9 @@ from urllib.parse import quote
 import dagster as dg
 from pydantic import PrivateAttr
 
-from resources.azure.rest import ARM_SCOPE, AZUREML_SCOPE, PermanentAzureError, submit_once
+from resources.azure.errors import PermanentAzureError
+from resources.azure.rest import ARM_SCOPE, AZUREML_SCOPE
+from resources.azure.retry import Backoff, submit_once
 from resources.compute.base import JobState, JobStatus, WorkloadRequest
 from resources.storage import ObjectStore
 
@@ -242,7 +244,9 @@ class AzureMLBatchEndpointBackend(AzureMLBackend):
             info.output_prefix, info.deployment, info.model = output_prefix, deployment_name, model
             return name
 
-        return submit_once(send, lambda: self.find_job(request), backoff=self.poll_initial_seconds)
+        return submit_once(
+            send, lambda: self.find_job(request), Backoff(self.poll_initial_seconds, attempts=5)
+        )
 
     def _info(self, job_id: str) -> _JobInfo:
         return self._jobs.setdefault(job_id, _JobInfo())

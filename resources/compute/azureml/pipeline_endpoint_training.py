@@ -27,11 +27,8 @@ from urllib.parse import quote
 import dagster as dg
 from pydantic import PrivateAttr
 
-from resources.azure.rest import (
-    PermanentAzureError,
-    TransientAzureError,
-    submit_once,
-)
+from resources.azure.errors import PermanentAzureError, TransientAzureError
+from resources.azure.retry import Backoff, submit_once
 from resources.compute.base import JobState, JobStatus, WorkloadRequest
 from resources.storage import ObjectStore
 
@@ -181,7 +178,7 @@ class AzureMLPipelineBackend(AzureMLBackend):
                         "top": 20,
                     },
                     what=f"looking up runs of experiment {self.experiment_name!r}",
-                    fix="MNIST_AZUREML_EXPERIMENT",
+                    fix="MNIST_AZUREML_TRAINING_EXPERIMENT",
                 )
                 .json()
             )
@@ -254,7 +251,9 @@ class AzureMLPipelineBackend(AzureMLBackend):
             info.pipeline_id = run.get("PipelineId")
             return str(run["Id"])
 
-        return submit_once(send, lambda: self.find_job(request), backoff=self.poll_initial_seconds)
+        return submit_once(
+            send, lambda: self.find_job(request), Backoff(self.poll_initial_seconds, attempts=5)
+        )
 
     def _info(self, job_id: str) -> _RunInfo:
         return self._runs.setdefault(job_id, _RunInfo())

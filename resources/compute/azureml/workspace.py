@@ -16,7 +16,8 @@ from typing import Any
 import dagster as dg
 from pydantic import PrivateAttr
 
-from resources.azure.rest import AzureRest, make_credential
+from resources.azure.credentials import token_credential
+from resources.azure.rest import AzureRest
 from resources.compute.base import ComputeBackend, JobStatus
 
 
@@ -55,7 +56,12 @@ class AzureMLBackend(ComputeBackend):
         key = f"{scope}|{service}"
         if key not in self._rest_clients:
             credential = (
-                make_credential(self.credential, self.tenant_id, self.client_id, self.client_secret)
+                token_credential(
+                    self.credential,
+                    tenant_id=self.tenant_id,
+                    client_id=self.client_id,
+                    client_secret=self.client_secret,
+                )
                 if scope
                 else None
             )

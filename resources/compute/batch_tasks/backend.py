@@ -653,27 +653,7 @@ class AzureBatchBackend(ComputeBackend):
 
     # ---- storage credentials for the nodes -------------------------------------------------------
     def _blob_service(self, store: AzureBlobObjectStore) -> Any:
-        from azure.storage.blob import BlobServiceClient
-
-        if store.connection_string:
-            return BlobServiceClient.from_connection_string(store.connection_string)
-        if not store.account_url:
-            raise AzureBatchError("Azure Blob storage needs AZURE_STORAGE_ACCOUNT_URL or a connection string")
-        if store.account_key:
-            from resources.storage.azure_blob import _account_name
-
-            return BlobServiceClient(
-                store.account_url,
-                credential={
-                    "account_name": _account_name(store.account_url),
-                    "account_key": store.account_key,
-                },
-            )
-        if store.sas_token:
-            return BlobServiceClient(store.account_url, credential=store.sas_token.lstrip("?"))
-        from azure.identity import DefaultAzureCredential
-
-        return BlobServiceClient(store.account_url, credential=DefaultAzureCredential())
+        return store.service_client()
 
     def _container_sas_url(self, store: AzureBlobObjectStore, container: str, permission: str) -> str:
         """`<container url>?<sas>` that a Batch node can use without any other credential."""
