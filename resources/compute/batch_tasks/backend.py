@@ -35,7 +35,8 @@ from typing import Any, ClassVar, Literal
 import dagster as dg
 from pydantic import Field, PrivateAttr
 
-from resources.compute.base import ComputeBackend, JobState, JobStatus, WorkloadRequest, WorkloadResult
+from resources.compute.base import ComputeBackend, JobState, JobStatus, WorkloadRequest, last_lines
+from resources.compute.outputs import publish_dir
 from resources.storage import AzureBlobObjectStore, ObjectStore
 
 from .calls import AzureBatchError, BatchCalls
@@ -48,12 +49,6 @@ TASK_ID = "workload"  # one task per job; the job id carries the step's identity
 CANCEL_REASON = "CanceledFromDagster"
 STAGING = "_compute/batch"  # per-job staging of outputs and logs, in the data container
 WORKLOAD_PREFIX = "_compute/workload"  # workload code, one folder per content hash
-MARKERS = (
-    "metrics.json",
-    "summary.json",
-    "_manifest.json",
-)  # written last: whoever sees them sees everything else
-STDERR_TAIL_LINES = 15
 # Batch ids: letters, digits, hyphens and underscores, at most 64 characters.
 _ID_OK = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 OWNER_KEY = "created-by"
@@ -109,6 +104,7 @@ class AzureBatchBackend(ComputeBackend):
     # within max(poll_initial_seconds, poll_fraction x duration) of ending, with few requests on long tasks.
     poll_initial_seconds: float = 2.0
     poll_max_seconds: float = 60.0
+    poll_growth: float = 1.0
     poll_fraction: float = 0.05
     # While a task waits in the queue, look at its pool this often: a start task that failed on every node or a
     # resize error would otherwise leave it queued (and an ephemeral pool billing) until maxWallClockTime.
@@ -116,7 +112,6 @@ class AzureBatchBackend(ComputeBackend):
 
     client_name: ClassVar[str] = "azure-batch"
     _calls: Any = PrivateAttr(default=None)
-    _store: Any = PrivateAttr(default=None)
     _log_offsets: dict[str, dict[str, int]] = PrivateAttr(default_factory=dict)
     _submitted_at: dict[str, float] = PrivateAttr(default_factory=dict)
     _ready_pools: set[str] = PrivateAttr(default_factory=set)
@@ -168,8 +163,7 @@ class AzureBatchBackend(ComputeBackend):
     def client(self) -> Any:
         return self.calls().client
 
-    def blob_store(self) -> AzureBlobObjectStore:
-        store = self._store
+    def blob_store(self, store: ObjectStore) -> AzureBlobObjectStore:
         if not isinstance(store, AzureBlobObjectStore):
             raise AzureBatchError(
                 "Azure Batch compute needs the object store on Azure Blob (MNIST_STORAGE=azure_blob): "
@@ -196,18 +190,14 @@ class AzureBatchBackend(ComputeBackend):
         return f"{self.account_url.rstrip('/')}/jobs/{job_id}"
 
     # ---- the job protocol -----------------------------------------------------------------------
-    def run(
-        self, context: dg.AssetExecutionContext, request: WorkloadRequest, store: ObjectStore
-    ) -> WorkloadResult:
-        self._store = store
-        self.blob_store()
-        try:
-            return super().run(context, request, store)
-        finally:
-            # Whatever happened (success, failure, cancellation), a scale-to-zero pool with nothing left to
-            # do goes back to zero nodes; ephemeral pools go with their job.
-            with contextlib.suppress(AzureBatchError):
-                self.release_pool(context.log)
+    def check_store(self, store: ObjectStore) -> None:
+        self.blob_store(store)
+
+    def release(self, log: Any) -> None:
+        # Whatever happened (success, failure, cancellation), a scale-to-zero pool with nothing left to
+        # do goes back to zero nodes; ephemeral pools go with their job.
+        with contextlib.suppress(AzureBatchError):
+            self.release_pool(log)
 
     def find_job(self, request: WorkloadRequest) -> str | None:
         """The newest job submitted for this idempotency key (`<base>`, `<base>-r2`, ...)."""
@@ -222,8 +212,7 @@ class AzureBatchBackend(ComputeBackend):
         return found
 
     def submit(self, request: WorkloadRequest, store: ObjectStore, env: Mapping[str, str]) -> str:
-        self._store = store
-        blob = self.blob_store()
+        blob = self.blob_store(store)
         self.cleanup_jobs()
         code_hash = self.upload_workload(blob)
         data_sas = self._container_sas_url(blob, blob.container, "rcwl")
@@ -375,20 +364,17 @@ class AzureBatchBackend(ComputeBackend):
         failure = info.failure_info if info is not None else None
         if failure is not None:
             parts.append(f"{failure.category} error {failure.code}: {failure.message}")
-        tail = self._stderr_tail(job_id)
-        return "; ".join(parts or ["task failed"]) + (f"\n{tail}" if tail else "")
+        return "; ".join(parts or ["task failed"])
 
-    def _stderr_tail(self, job_id: str) -> str:
+    def stderr_tail(self, job_id: str, store: ObjectStore) -> str:
         """The end of the task's stderr: from Blob (uploaded when the task ended), else from the node."""
         data: bytes | None = None
         with contextlib.suppress(Exception):
-            data = self.blob_store().get_bytes(f"{STAGING}/{job_id}/logs/stderr.txt")
+            data = store.get_bytes(f"{STAGING}/{job_id}/logs/stderr.txt")
         if data is None:
             with contextlib.suppress(Exception):
                 data = b"".join(self.client.download_task_file(job_id, TASK_ID, "stderr.txt"))
-        if not data:
-            return ""
-        return "\n".join(data.decode(errors="replace").splitlines()[-STDERR_TAIL_LINES:])
+        return last_lines(data) if data else ""
 
     def cancel(self, job_id: str) -> None:
         poller = self.calls().call(
@@ -405,16 +391,6 @@ class AzureBatchBackend(ComputeBackend):
             # Wait a little for the task to be killed; the job is terminating either way.
             with contextlib.suppress(Exception):
                 poller.result(timeout=max(10, 3 * self.lro_polling_seconds))
-
-    def wait(self, job_id: str, seconds: float) -> JobStatus:
-        time.sleep(seconds)
-        return self.status(job_id)
-
-    def poll_intervals(self) -> Iterator[float]:
-        started = time.monotonic()
-        while True:
-            age = time.monotonic() - started
-            yield min(self.poll_max_seconds, max(self.poll_initial_seconds, self.poll_fraction * age))
 
     def new_log_lines(self, job_id: str) -> list[str]:
         """New complete lines of stdout.txt and stderr.txt on the node, read by byte range."""
@@ -466,11 +442,11 @@ class AzureBatchBackend(ComputeBackend):
                 local = Path(tmp) / name
                 local.mkdir()
                 store.download_prefix(f"{STAGING}/{job_id}/outputs/{name}/", local)
-                store.upload_dir(local, prefix, last=MARKERS)
+                publish_dir(store, local, prefix)
 
     @contextlib.contextmanager
     def pipes_session(
-        self, context: dg.AssetExecutionContext, request: WorkloadRequest
+        self, context: dg.AssetExecutionContext, request: WorkloadRequest, store: ObjectStore
     ) -> Iterator[dg.PipesSession]:
         from dagster_azure.pipes import (
             PipesAzureBlobStorageContextInjector,
@@ -493,7 +469,7 @@ class AzureBatchBackend(ComputeBackend):
                 with super().get_params() as params:
                     yield params
 
-        service = self._blob_service(self.blob_store())
+        service = self._blob_service(self.blob_store(store))
         with contextlib.suppress(Exception):
             service.create_container(self.pipes_container)
         with dg.open_pipes_session(
