@@ -102,7 +102,10 @@ def exception_error(
         return PermanentAzureError(
             f"{service}: could not get an access token for {what}: {first_line(err)}. {SIGN_IN_HINT}"
         )
-    if isinstance(err, HttpResponseError) and err.status_code is not None:
+    if isinstance(err, HttpResponseError):
+        status = err.status_code
+        if status is None:
+            return PermanentAzureError(f"{service}: {what}: {first_line(err)}")
         request = getattr(err.response, "request", None)
         if request is not None:
             where = f"{request.method} {redact_url(request.url)}"
@@ -113,7 +116,7 @@ def exception_error(
             with contextlib.suppress(Exception):  # a streamed or consumed body: stay generic
                 code, message = service_error(err.response.text().encode())
         detail = scrub(str(message or err.reason or first_line(err)))[:1000] or None
-        return _classified(service, err.status_code, code, detail, what, fix, where, retried, hints)
+        return _classified(service, status, code, detail, what, fix, where, retried, hints)
     if isinstance(err, ServiceRequestError | ServiceResponseError):
         # Connection refused or reset, or no response within the read timeout: the request may or may
         # not have reached the service, which is why submissions must be idempotent or checked.

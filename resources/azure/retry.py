@@ -4,8 +4,8 @@ Every request goes through an azure-core pipeline (the AzureML REST clients and 
 and the pipeline's `RetryPolicy` retries what is transient: 408, 429 and 5xx (honouring Retry-After),
 connection resets and timeouts, with exponential backoff. `retry_policy` builds it the same way for
 every client. By default azure-core does not repeat a POST whose response was lost; `EVERY_METHOD`
-(a per-call option) allows it for calls that are safe to repeat: queries, cancellations, and creates
-whose "already exists" answer the caller counts as success.
+allows it for calls that are safe to repeat (queries, cancellations, and creates whose "already
+exists" answer the caller counts as success): per call, or for a whole client (`every_method=True`).
 
 What is not a single request has its own small loop built on `Backoff`:
 - `submit_once`: a submission that must take effect at most once is sent once; after a transient
