@@ -31,7 +31,7 @@ from resources.storage import AzureBlobObjectStore  # noqa: E402
 from tests.support.azurite import run_azurite  # noqa: E402
 from tests.support.fakes.azure_batch import BatchFake  # noqa: E402
 
-SLEEPY = PROJECT_ROOT / "tests" / "sleepy"  # stdlib only: starts in milliseconds
+SLEEPY = PROJECT_ROOT / "tests" / "support" / "sleepy"  # stdlib only: starts in milliseconds
 ADF_POLL = 120.0
 WINDOW = 180.0  # simulated seconds watched after a run ends
 STATUS_OPS = ("Tasks_GetTask", "Jobs_GetJob")
@@ -68,8 +68,8 @@ def detection_lag(
     fake: BatchFake, store: AzureBlobObjectStore, scale: float, seconds: float, tmp: Path
 ) -> dict[str, float]:
     b = backend(fake, scale, pool_mode="persistent")
-    b.ensure_pool()
-    while not all(p.start_task_ok for p in fake.all_pools() if p.id == b.pool_name()):
+    b.pools().ensure()
+    while not all(p.start_task_ok for p in fake.all_pools() if p.id == b.pools().name()):
         time.sleep(0.02)  # measure the task, not the pool's first allocation
     job_id = b.submit(request({"ledger": str(tmp / "ledger"), "seconds": seconds / scale}), store, {})
     submitted = fake.now()
@@ -111,7 +111,7 @@ def left_running(
             b.cancel(job_id)  # what the driver does when the Dagster run is cancelled
         if status.state.terminal:
             break
-    b.release_pool()  # the driver's `finally`
+    b.release(None)  # the driver's `finally`
     pools = {p.id for p in fake.all_pools()} - before
     billed_before = sum(fake.billed_node_minutes(p) for p in pools)
     time.sleep(WINDOW / scale)  # long enough for a pool deletion (120 s) to finish

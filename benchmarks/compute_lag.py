@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from resources.compute import ComputeBackend, WorkloadRequest
+from resources.compute.base import PollSchedule
 from resources.storage import LocalObjectStore
 
 ADF_POLL_SECONDS = 120.0
@@ -174,14 +175,19 @@ def schedule_only(duration: float) -> tuple[float, int]:
     """
     from resources.compute.azureml.workspace import AzureMLBackend
 
-    f = {k: float(v.default) for k, v in AzureMLBackend.model_fields.items() if k.startswith("poll_")}
-    t, polls, floor = 0.0, 0, f["poll_initial_seconds"]
-    while True:
-        t += min(f["poll_max_seconds"], max(floor, f["poll_fraction"] * t))
+    f = {k: v.default for k, v in AzureMLBackend.model_fields.items() if k.startswith("poll_")}
+    schedule = PollSchedule(
+        f["poll_initial_seconds"],
+        f["poll_max_seconds"],
+        f["poll_growth"],
+        f["poll_floor_seconds"],
+        f["poll_fraction"],
+    )
+    t, polls = 0.0, 0
+    while t < duration:
+        t += schedule.wait(polls, t)
         polls += 1
-        floor = min(f["poll_floor_seconds"], floor * f["poll_growth"])
-        if t >= duration:
-            return t - duration, polls
+    return t - duration, polls
 
 
 def adf(duration: float) -> tuple[float, int]:

@@ -17,6 +17,8 @@ from urllib.parse import unquote, urlparse
 import dagster as dg
 from pydantic import PrivateAttr
 
+from resources.azure.credentials import queue_client
+
 BLOB_CREATED = "Microsoft.Storage.BlobCreated"
 
 
@@ -101,30 +103,13 @@ class BlobEventQueue(dg.ConfigurableResource):
     def _queue(self) -> Any:
         if self._client is not None:
             return self._client
-        from azure.storage.queue import QueueClient
-
-        if self.connection_string:
-            client = QueueClient.from_connection_string(self.connection_string, self.queue)
-        elif not self.account_url:
-            raise ValueError(
-                "the event queue needs AZURE_STORAGE_QUEUE_URL or AZURE_STORAGE_CONNECTION_STRING"
-            )
-        else:
-            credential: Any
-            if self.account_key:
-                from resources.storage.azure_blob import _account_name
-
-                credential = {
-                    "account_name": _account_name(self.account_url),
-                    "account_key": self.account_key,
-                }
-            elif self.sas_token:
-                credential = self.sas_token.lstrip("?")
-            else:
-                from azure.identity import DefaultAzureCredential
-
-                credential = DefaultAzureCredential()
-            client = QueueClient(self.account_url, self.queue, credential=credential)
+        client = queue_client(
+            self.queue,
+            account_url=self.account_url,
+            connection_string=self.connection_string,
+            account_key=self.account_key,
+            sas_token=self.sas_token,
+        )
         self._client = client
         return client
 

@@ -1,15 +1,17 @@
 """The compute concern: run a workload task (train, score) somewhere, exactly once per Dagster step.
 
-Every backend (local subprocess now; AzureML and Azure Batch later) implements the same small job
-protocol: find a job by idempotency key, submit, get status, cancel, read new log lines, collect
-outputs. `ComputeBackend.run` drives that protocol the same way for all of them:
+Every backend (a local subprocess, AzureML pipeline endpoints and batch endpoints, Azure Batch tasks)
+implements the same small job protocol: find a job by idempotency key, submit, get status, cancel,
+read new log lines, collect outputs. The object store travels with every call that needs it.
+`ComputeBackend.run` drives that protocol the same way for all of them:
 
 - reattach instead of resubmitting: the launch is recorded in the Dagster event log
   (`record_external_launch`), and the backend can also find a job by its idempotency key, so a
   retried step or a re-executed run from failure finds the job it already submitted;
-- poll with adaptive backoff (fast at first, slower for long jobs);
+- poll on one schedule (`PollSchedule`: fast at first, then a small fraction of the job's age);
 - stream the job's log lines into the Dagster run while it runs;
-- cancel the remote job when the Dagster run is cancelled.
+- cancel the remote job when the Dagster run is cancelled;
+- on failure, report the end of the job's stderr (`stderr_tail`).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from dagster._core.pipes.reattach import (
 from resources.storage import ObjectStore
 
 ParamValue = str | int | float | bool
+STDERR_TAIL_LINES = 15  # how much of a failed job's stderr its failure message carries
 
 # Dagster's own Pipes session calls a preview API internally; the warning is not actionable for us.
 warnings.filterwarnings("ignore", message=".*expected_writer_count.*", category=dg.PreviewWarning)
@@ -95,6 +98,45 @@ class WorkloadFailed(Exception):
         super().__init__(f"job {job_id} ended {state.value}" + (f": {message}" if message else ""))
 
 
+@dataclass(frozen=True)
+class PollSchedule:
+    """Waits between status requests, shared by every backend.
+
+    The first wait is `initial`; each next one grows by `growth` up to `floor` (None: `maximum`). Once
+    `fraction` of the time already waited is longer, the wait is that, capped at `maximum`. A job that
+    ends at time T is then noticed at most max(floor, fraction x T) later, while the number of status
+    requests grows only logarithmically with the job's duration. `fraction` 0 gives plain capped
+    exponential backoff.
+    """
+
+    initial: float
+    maximum: float
+    growth: float = 1.5
+    floor: float | None = None
+    fraction: float = 0.0
+
+    def wait(self, polls: int, elapsed: float) -> float:
+        """The wait before status request number `polls` (from 0), `elapsed` seconds after the first."""
+        ramp = self.initial
+        if polls:
+            ramp = min(self.maximum if self.floor is None else self.floor, ramp * self.growth**polls)
+        return min(self.maximum, max(ramp, self.fraction * elapsed))
+
+    def intervals(self) -> Iterator[float]:
+        started = time.monotonic()
+        polls = 0
+        while True:
+            yield self.wait(polls, time.monotonic() - started)
+            polls += 1
+
+
+def last_lines(text: bytes | str, count: int = STDERR_TAIL_LINES) -> str:
+    """The last `count` lines of a log, for a failure message."""
+    if isinstance(text, bytes):
+        text = text.decode(errors="replace")
+    return "\n".join(text.splitlines()[-count:])
+
+
 def idempotency_key(context: dg.AssetExecutionContext, task: str) -> str:
     """Dagster run id + asset + partition: the same step of the same run maps to the same remote job.
 
@@ -108,9 +150,14 @@ def idempotency_key(context: dg.AssetExecutionContext, task: str) -> str:
 class ComputeBackend(dg.ConfigurableResource, ABC):
     """Where workload tasks run. Subclasses implement the job protocol; `run` drives it."""
 
+    # The poll schedule (see `PollSchedule`): waits start at poll_initial_seconds and grow by poll_growth
+    # up to poll_floor_seconds (unset: poll_max_seconds), or poll_fraction of the time already waited when
+    # that is longer, never more than poll_max_seconds.
     poll_initial_seconds: float = 1.0
     poll_max_seconds: float = 30.0
     poll_growth: float = 1.5
+    poll_floor_seconds: float | None = None
+    poll_fraction: float = 0.0
 
     client_name: ClassVar[str] = "compute"
 
@@ -139,9 +186,19 @@ class ComputeBackend(dg.ConfigurableResource, ABC):
 
     @abstractmethod
     def pipes_session(
-        self, context: dg.AssetExecutionContext, request: WorkloadRequest
+        self, context: dg.AssetExecutionContext, request: WorkloadRequest, store: ObjectStore
     ) -> contextlib.AbstractContextManager[dg.PipesSession]:
         """A Dagster Pipes session whose messages reach this backend's jobs and come back."""
+
+    def check_store(self, store: ObjectStore) -> None:
+        """Refuse, before anything is submitted, a store this backend's jobs cannot reach."""
+
+    def stderr_tail(self, job_id: str, store: ObjectStore) -> str:
+        """The end of a failed job's stderr (see `last_lines`), added to its failure message."""
+        return ""
+
+    def release(self, log: Any) -> None:
+        """After a step, whatever its outcome: give back what the backend holds for it (idle nodes)."""
 
     def job_url(self, job_id: str) -> str | None:
         return None
@@ -156,17 +213,34 @@ class ComputeBackend(dg.ConfigurableResource, ABC):
         return self.status(job_id)
 
     # ---- the shared driver --------------------------------------------------------------------
+    def poll_schedule(self) -> PollSchedule:
+        return PollSchedule(
+            self.poll_initial_seconds,
+            self.poll_max_seconds,
+            self.poll_growth,
+            self.poll_floor_seconds,
+            self.poll_fraction,
+        )
+
     def poll_intervals(self) -> Iterator[float]:
-        interval = self.poll_initial_seconds
-        while True:
-            yield interval
-            interval = min(self.poll_max_seconds, interval * self.poll_growth)
+        return self.poll_schedule().intervals()
 
     def _reattachable(self, job_id: str) -> bool:
         state = self.status(job_id).state
         return state not in (JobState.FAILED, JobState.CANCELED)
 
     def run(
+        self, context: dg.AssetExecutionContext, request: WorkloadRequest, store: ObjectStore
+    ) -> WorkloadResult:
+        """Run `request` to completion (submitting it, or reattaching to the job already submitted) and
+        publish its outputs to `store`."""
+        self.check_store(store)
+        try:
+            return self._run(context, request, store)
+        finally:
+            self.release(context.log)
+
+    def _run(
         self, context: dg.AssetExecutionContext, request: WorkloadRequest, store: ObjectStore
     ) -> WorkloadResult:
         started = time.monotonic()
@@ -184,7 +258,7 @@ class ComputeBackend(dg.ConfigurableResource, ABC):
                 job_id = found
         reattached = job_id is not None
 
-        with self.pipes_session(context, request) as session:
+        with self.pipes_session(context, request, store) as session:
             if job_id is None:
                 job_id = self.submit(request, store, session.get_bootstrap_env_vars())
                 record_external_launch(
@@ -209,7 +283,10 @@ class ComputeBackend(dg.ConfigurableResource, ABC):
                 raise
             self._forward_logs(context, job_id)
         if status.state is not JobState.SUCCEEDED:
-            raise WorkloadFailed(job_id, status.state, status.message)
+            message = status.message
+            if status.state is JobState.FAILED and (tail := self.stderr_tail(job_id, store)):
+                message = f"{message}\n{tail}" if message else tail
+            raise WorkloadFailed(job_id, status.state, message)
         self.collect_outputs(job_id, request, store)
         return WorkloadResult(
             job_id,
@@ -230,7 +307,3 @@ class ComputeBackend(dg.ConfigurableResource, ABC):
     def _forward_logs(self, context: dg.AssetExecutionContext, job_id: str) -> None:
         for line in self.new_log_lines(job_id):
             context.log.info(f"[{job_id}] {line}")
-
-
-def describe_params(params: Mapping[str, Any]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in sorted(params.items()))

@@ -27,10 +27,10 @@ from pydantic import PrivateAttr
 
 from resources.storage import ObjectStore
 
-from .base import ComputeBackend, JobState, JobStatus, WorkloadRequest
+from .base import ComputeBackend, JobState, JobStatus, WorkloadRequest, last_lines
+from .outputs import publish_dir
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-STDERR_TAIL_LINES = 15
 
 
 class LocalProcessBackend(ComputeBackend):
@@ -63,7 +63,7 @@ class LocalProcessBackend(ComputeBackend):
 
     @contextlib.contextmanager
     def pipes_session(
-        self, context: dg.AssetExecutionContext, request: WorkloadRequest
+        self, context: dg.AssetExecutionContext, request: WorkloadRequest, store: ObjectStore
     ) -> Iterator[dg.PipesSession]:
         job_dir = self._job_dir(self._job_id(request))
         job_dir.mkdir(parents=True, exist_ok=True)
@@ -144,14 +144,12 @@ class LocalProcessBackend(ComputeBackend):
                 return JobStatus(JobState.SUCCEEDED)
             if (job_dir / "canceled").exists():
                 return JobStatus(JobState.CANCELED, "cancelled from Dagster")
-            return JobStatus(JobState.FAILED, f"exit code {code}\n{self._stderr_tail(job_id)}")
+            return JobStatus(JobState.FAILED, f"exit code {code}")
         if _alive(int((job_dir / "pid").read_text())):
             return JobStatus(JobState.RUNNING)
         if (job_dir / "canceled").exists():
             return JobStatus(JobState.CANCELED, "cancelled from Dagster")
-        return JobStatus(
-            JobState.FAILED, f"the process disappeared without an exit code\n{self._stderr_tail(job_id)}"
-        )
+        return JobStatus(JobState.FAILED, "the process disappeared without an exit code")
 
     def wait(self, job_id: str, seconds: float) -> JobStatus:
         proc = self._procs.get(job_id)
@@ -194,18 +192,11 @@ class LocalProcessBackend(ComputeBackend):
 
     def collect_outputs(self, job_id: str, request: WorkloadRequest, store: ObjectStore) -> None:
         for name, prefix in request.outputs.items():
-            # Manifest-like files go last, so whoever sees them sees everything else already.
-            store.upload_dir(
-                self._job_dir(job_id) / "outputs" / name,
-                prefix,
-                last=("metrics.json", "summary.json", "_manifest.json"),
-            )
+            publish_dir(store, self._job_dir(job_id) / "outputs" / name, prefix)
 
-    def _stderr_tail(self, job_id: str) -> str:
+    def stderr_tail(self, job_id: str, store: ObjectStore) -> str:
         path = self._job_dir(job_id) / "stderr.log"
-        if not path.exists():
-            return ""
-        return "\n".join(path.read_text(errors="replace").splitlines()[-STDERR_TAIL_LINES:])
+        return last_lines(path.read_bytes()) if path.exists() else ""
 
 
 def _alive(pid: int) -> bool:

@@ -9,18 +9,20 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import PrivateAttr
 
+from resources.azure.credentials import blob_service_client
+
 from .base import ObjectInfo, ObjectNotFound, ObjectStore
 from .names import validate_name, validate_prefix
 
 if TYPE_CHECKING:
-    from azure.storage.blob import ContainerClient
+    from azure.storage.blob import BlobServiceClient, ContainerClient
 
 
 class AzureBlobObjectStore(ObjectStore):
     """Objects are block blobs in one container.
 
     Credentials, most specific first: a connection string; an account key; a SAS token;
-    otherwise `DefaultAzureCredential` (managed identity in Azure, `az login` on a laptop).
+    otherwise `DefaultAzureCredential` (see `resources.azure.credentials`).
     Secret fields are meant to be filled from the environment with `dg.EnvVar`.
     A single Put Blob / Put Block List is atomic, so uploads never expose partial objects.
     """
@@ -32,6 +34,7 @@ class AzureBlobObjectStore(ObjectStore):
     sas_token: str | None = None
     create_container: bool = True
 
+    _service: Any = PrivateAttr(default=None)
     _client: Any = PrivateAttr(default=None)
 
     def describe(self) -> str:
@@ -41,31 +44,23 @@ class AzureBlobObjectStore(ObjectStore):
     def uri(self, name: str) -> str:
         return f"{self._container().url.rstrip('/')}/{validate_name(name)}"
 
+    def service_client(self) -> BlobServiceClient:
+        """The Blob service client of the store's account (Batch also uses it: SAS for its nodes, Pipes)."""
+        if self._service is None:
+            self._service = blob_service_client(
+                account_url=self.account_url,
+                connection_string=self.connection_string,
+                account_key=self.account_key,
+                sas_token=self.sas_token,
+            )
+        return self._service
+
     def _container(self) -> ContainerClient:
         if self._client is not None:
             return self._client
         from azure.core.exceptions import ResourceExistsError
-        from azure.storage.blob import BlobServiceClient
 
-        if self.connection_string:
-            service = BlobServiceClient.from_connection_string(self.connection_string)
-        elif not self.account_url:
-            raise ValueError(
-                "Azure Blob storage needs an account URL (AZURE_STORAGE_ACCOUNT_URL) or a connection string "
-                "(AZURE_STORAGE_CONNECTION_STRING)"
-            )
-        elif self.account_key:
-            account_name = _account_name(self.account_url)
-            service = BlobServiceClient(
-                self.account_url, credential={"account_name": account_name, "account_key": self.account_key}
-            )
-        elif self.sas_token:
-            service = BlobServiceClient(self.account_url, credential=self.sas_token.lstrip("?"))
-        else:
-            from azure.identity import DefaultAzureCredential
-
-            service = BlobServiceClient(self.account_url, credential=DefaultAzureCredential())
-        client = service.get_container_client(self.container)
+        client = self.service_client().get_container_client(self.container)
         if self.create_container:
             with contextlib.suppress(ResourceExistsError):
                 client.create_container()
@@ -123,14 +118,3 @@ class AzureBlobObjectStore(ObjectStore):
 
         with contextlib.suppress(ResourceNotFoundError):
             self._container().delete_blob(validate_name(name))
-
-
-def _account_name(account_url: str) -> str:
-    from urllib.parse import urlparse
-
-    parsed = urlparse(account_url)
-    host = parsed.hostname or ""
-    if host in ("127.0.0.1", "localhost") or host.replace(".", "").isdigit():
-        # Emulator-style URL: http://127.0.0.1:10000/devstoreaccount1
-        return parsed.path.strip("/").split("/")[0]
-    return host.split(".")[0]

@@ -23,7 +23,7 @@ from tests.support.remote import new_blob_store
 pytestmark = pytest.mark.azurite
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-SLEEPY = PROJECT_ROOT / "tests" / "batchy"
+SLEEPY = PROJECT_ROOT / "tests" / "support" / "batchy"
 INSTANCE = dg.DagsterInstance.ephemeral()
 
 
@@ -158,7 +158,7 @@ def test_success_runs_the_task_publishes_outputs_and_streams_logs(
     # The logs are kept in Blob after the task (and its node) are gone.
     assert b"sleepy work finished" in store.get_bytes(f"_compute/batch/{job_id}/logs/stdout.txt")
     # Scale-to-zero (the default): the pool went back to 0 nodes once nothing of ours was active.
-    pool = next(p for p in fake.all_pools() if p.id == backend.pool_name())
+    pool = next(p for p in fake.all_pools() if p.id == backend.pools().name())
     assert pool.target == 0
     # Every request was signed and every body matched the official spec (else the fake answers 4xx).
     assert not [r for r in fake.requests() if r.status in (400, 401, 403)]
@@ -186,14 +186,14 @@ def test_cancel_terminates_the_batch_job(
             resources={"compute": backend, "storage": store},
             instance=INSTANCE,
         )
-    (job,) = [j for j in fake.jobs.values() if j.body["poolInfo"].get("poolId") == backend.pool_name()]
+    (job,) = [j for j in fake.jobs.values() if j.body["poolInfo"].get("poolId") == backend.pools().name()]
     assert job.state == "completed"
     assert job.terminate_reason == "CanceledFromDagster"
     task = job.tasks["workload"]
     assert task.process is not None and task.process.wait(5) != 0, "the task's process was killed"
     assert backend.status(job.id).state is JobState.CANCELED
     assert not store.exists("results/x/result.txt")
-    pool = next(p for p in fake.all_pools() if p.id == backend.pool_name())
+    pool = next(p for p in fake.all_pools() if p.id == backend.pools().name())
     assert pool.target == 0, "a cancelled run leaves no node billing in scale-to-zero mode"
 
 
@@ -264,7 +264,7 @@ def test_bad_key_fails_at_once_with_what_to_fix_and_no_secret(fake: BatchFake) -
     wrong = "c2VjcmV0LXdyb25nLWtleS0xMjM0NTY3ODkwMTIzNDU2"
     backend = make_backend(fake, account_key=wrong)
     with pytest.raises(AzureBatchError) as err:
-        backend.ensure_pool()
+        backend.pools().ensure()
     text = str(err.value)
     assert "403" in text and "AuthenticationFailed" in text and "AZURE_BATCH_ACCOUNT_KEY" in text
     assert wrong not in text
@@ -277,7 +277,9 @@ def test_fake_rejects_a_body_the_spec_does_not_allow(fake: BatchFake) -> None:
     backend = make_backend(fake)
     body = {"id": "bad", "vmSize": "standard_d2s_v3", "targetDedicatedNodez": 1}
     with pytest.raises(AzureBatchError, match=r"InvalidRequestBody.*targetDedicatedNodez"):
-        backend.calls().call("create_pool", backend.client.create_pool, models.BatchPoolCreateOptions(body))
+        backend.service().call(
+            "create_pool", backend.service().client.create_pool, models.BatchPoolCreateOptions(body)
+        )
 
 
 @pytest.mark.slow

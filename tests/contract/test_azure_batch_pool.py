@@ -42,11 +42,11 @@ def test_pool_being_deleted_is_waited_for_then_recreated(
     fake: BatchFake, store: AzureBlobObjectStore, tmp_path: Path
 ) -> None:
     backend = make_backend(fake)
-    pool_id = backend.ensure_pool()
+    pool_id = backend.pools().ensure()
     # An operator (or a cleanup) deletes the pool; deletion takes 10 simulated minutes (1 s here).
     fake.pool_delete_seconds = 600.0
     try:
-        backend.delete_pool(pool_id)
+        backend.pools().delete(pool_id)
         result = run(make_backend(fake, pool_id=backend.pool_id), store, {"ledger": str(tmp_path / "l")})
     finally:
         fake.pool_delete_seconds = 120.0
@@ -68,7 +68,7 @@ def test_matching_pool_is_reused_and_persistent_pool_keeps_its_nodes(
         {"ledger": str(tmp_path / "b")},
     ).success
     assert len(fake.requests("Pools_CreatePool")) == creates + 1, "the second run reused the matching pool"
-    pool = next(p for p in fake.all_pools() if p.id == backend.pool_name())
+    pool = next(p for p in fake.all_pools() if p.id == backend.pools().name())
     assert pool.target == 1 and pool.deleted_at is None
 
 

@@ -147,7 +147,9 @@ def test_permanent_errors_fail_at_once_with_what_to_fix(
     result = materialize(backend(fake, pipeline_endpoint="nope"), store)
     text = error_text(result)
     assert "pipeline endpoint 'nope': 404 not found" in text and "MNIST_AZUREML_PIPELINE_ENDPOINT" in text
-    denied = materialize(backend(fake, credential="python:tests.test_azureml_v1:wrong_credential"), store)
+    denied = materialize(
+        backend(fake, credential="python:tests.contract.test_azureml_v1:wrong_credential"), store
+    )
     text = error_text(denied)
     assert "401 the credential was rejected" in text and "AZURE_CLIENT_SECRET" in text
     assert "not-the-token" not in text and "fake-token" not in text

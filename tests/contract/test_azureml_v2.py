@@ -117,7 +117,8 @@ def test_each_submission_gets_a_fresh_output_path_and_the_fake_refuses_an_existi
     uris = [j.outputs["score"]["uri"] for j in fake.jobs.values()]
     assert len(set(uris)) == 2
     # The contract: invoking with an output path that exists fails.
-    from resources.azure.rest import AzureRest, PermanentAzureError
+    from resources.azure.errors import PermanentAzureError
+    from resources.azure.rest import AzureRest
     from tests.support.fakes.http import FakeCredential
 
     rest = AzureRest(

@@ -34,8 +34,11 @@ from urllib.parse import quote
 import dagster as dg
 from pydantic import PrivateAttr
 
-from resources.azure.rest import ARM_SCOPE, AZUREML_SCOPE, PermanentAzureError, submit_once
+from resources.azure.errors import PermanentAzureError
+from resources.azure.rest import ARM_SCOPE, AZUREML_SCOPE
+from resources.azure.retry import Backoff, submit_once
 from resources.compute.base import JobState, JobStatus, WorkloadRequest
+from resources.compute.outputs import completion_marker, copy_prefix, describe_markers
 from resources.storage import ObjectStore
 
 from .workspace import AzureMLBackend, LogLinePipesReader
@@ -88,8 +91,6 @@ class AzureMLBatchEndpointBackend(AzureMLBackend):
     model_input: str = "model"
     output_name: str = "score"  # model deployments have one output, named "score"
     check_model: bool = True
-    # A result folder is complete when this file exists (the scoring task writes it last).
-    output_marker: str = "summary.json"
 
     client_name: ClassVar[str] = "azureml-batch-endpoint"
     _jobs: dict[str, _JobInfo] = PrivateAttr(default_factory=dict)
@@ -242,7 +243,9 @@ class AzureMLBatchEndpointBackend(AzureMLBackend):
             info.output_prefix, info.deployment, info.model = output_prefix, deployment_name, model
             return name
 
-        return submit_once(send, lambda: self.find_job(request), backoff=self.poll_initial_seconds)
+        return submit_once(
+            send, lambda: self.find_job(request), Backoff(self.poll_initial_seconds, attempts=5)
+        )
 
     def _info(self, job_id: str) -> _JobInfo:
         return self._jobs.setdefault(job_id, _JobInfo())
@@ -281,7 +284,7 @@ class AzureMLBatchEndpointBackend(AzureMLBackend):
 
     @contextlib.contextmanager
     def pipes_session(
-        self, context: dg.AssetExecutionContext, request: WorkloadRequest
+        self, context: dg.AssetExecutionContext, request: WorkloadRequest, store: ObjectStore
     ) -> Iterator[dg.PipesSession]:
         # Batch model deployments take data inputs only: there is no way to hand the job a Pipes
         # bootstrap, so the session carries nothing; status transitions are logged instead.
@@ -299,16 +302,14 @@ class AzureMLBatchEndpointBackend(AzureMLBackend):
                 f"AzureML batch job {job_id}: its output folder is unknown (no {OUTPUT_PROPERTY} property)"
             )
         source = info.output_prefix.strip("/") + "/"
-        objects = [o.name for o in store.list(source)]
-        if source + self.output_marker not in objects:
+        if not completion_marker(store, source):
             raise PermanentAzureError(
-                f"AzureML batch job {job_id} completed, but {store.uri(source)} has no {self.output_marker}: the "
-                f"deployment did not write the scoring task's outputs (check its scoring script; {self.job_url(job_id)})"
+                f"AzureML batch job {job_id} completed, but {store.uri(source)} has no {describe_markers()}: "
+                "the deployment did not write the scoring task's outputs (check its scoring script; "
+                f"{self.job_url(job_id)})"
             )
         [target] = request.outputs.values()
-        ordered = sorted(objects, key=lambda name: name == source + self.output_marker)
-        for name in ordered:
-            store.put_bytes(f"{target.rstrip('/')}/{name[len(source) :]}", store.get_bytes(name))
+        copy_prefix(store, source, target)
 
     def result_metadata(self, job_id: str) -> Mapping[str, Any]:
         info = self._info(job_id)

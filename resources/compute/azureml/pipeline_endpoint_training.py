@@ -4,15 +4,13 @@ What ADF's "Machine Learning Execute Pipeline" activity does, as a compute backe
 published pipeline endpoint (its default version, or a pinned one) with string pipeline parameters
 and DataPath assignments, follow the run, cancel it when the Dagster run is cancelled.
 
-Calls (P = /pipelines/v1.0/<workspace>, H = /history/v1.0/<workspace>, on https://<region>.api.azureml.ms):
+Calls (P = /pipelines/v1.0/<workspace>, on https://<region>.api.azureml.ms):
 - endpoint: GET P/PipelineEndpoints/Name?Name=<name> (or P/PipelineEndpoints/Id/<id>)
 - submit:   POST P/PipelineRuns/PipelineEndpointSubmit/Id/<id>[/<version>?pipelineVersion=<version>]
             body PipelineSubmissionInfo: ExperimentName, ParameterAssignments, DataPathAssignments,
             Properties and tags carrying the Dagster idempotency key
-- find:     POST H/experiments/<exp>/runs:query with filter "(Properties/dagster.key_digest eq '<digest>')"
 - status:   GET P/PipelineRuns/<id>        cancel: DELETE P/PipelineRuns/<id>/Execution
-- steps:    GET H/runs/<id>/children (status; properties azureml.reusedrunid mark a reused step)
-- logs:     GET H/runs/<step>/details -> logFiles {name: SAS URL}, read incrementally
+Finding a run by its key, its steps and their logs go through run history (see `run_history`).
 """
 
 from __future__ import annotations
@@ -27,14 +25,13 @@ from urllib.parse import quote
 import dagster as dg
 from pydantic import PrivateAttr
 
-from resources.azure.rest import (
-    PermanentAzureError,
-    TransientAzureError,
-    submit_once,
-)
+from resources.azure.errors import PermanentAzureError
+from resources.azure.retry import Backoff, submit_once
 from resources.compute.base import JobState, JobStatus, WorkloadRequest
+from resources.compute.outputs import completion_marker, describe_markers
 from resources.storage import ObjectStore
 
+from .run_history import DIGEST_PROPERTY, KEY_PROPERTY, RunHistory, Step
 from .workspace import AzureMLBackend, LogLinePipesReader
 
 V1_SCOPE = "https://management.core.windows.net/.default"
@@ -59,19 +56,7 @@ _STATES = {
     "3": JobState.SUCCEEDED,
     "4": JobState.CANCELED,
 }
-_TERMINAL_STEP = {"completed", "finished", "failed", "canceled", "cancelled"}
-KEY_PROPERTY = "dagster.idempotency_key"
-DIGEST_PROPERTY = "dagster.key_digest"
 PIPES_PARAMETER = "dagster_pipes"
-
-
-@dataclass
-class _Step:
-    name: str
-    status: str = ""
-    reused_from: str | None = None
-    log_offsets: dict[str, int] = field(default_factory=dict)
-    logs_done: bool = False
 
 
 @dataclass
@@ -80,7 +65,7 @@ class _RunInfo:
     pipeline_id: str | None = None
     status_code: str = ""
     status_detail: str | None = None
-    steps: dict[str, _Step] = field(default_factory=dict)
+    steps: dict[str, Step] = field(default_factory=dict)
 
 
 class AzureMLPipelineBackend(AzureMLBackend):
@@ -99,8 +84,6 @@ class AzureMLPipelineBackend(AzureMLBackend):
     pipeline_version: str | None = None  # None: the endpoint's default version
     experiment_name: str = "mnist-training"
     datapath_parameters: dict[str, str] = {"raw": "raw_data", "model": "model_output"}
-    # A folder is complete when its marker exists (metrics.json is written last by training).
-    output_markers: dict[str, str] = {"model": "metrics.json"}
     # Pass the Dagster Pipes bootstrap as a pipeline parameter, so logs and metrics come back live.
     # It makes every submission's parameters unique, so AzureML never reuses the step.
     pipes: bool = True
@@ -128,6 +111,9 @@ class AzureMLPipelineBackend(AzureMLBackend):
 
     def _api(self) -> Any:
         return self._rest(V1_SCOPE, "AzureML pipelines")
+
+    def _history(self) -> RunHistory:
+        return RunHistory(self._api(), self._rest(None, "AzureML log files"), self._h)
 
     # ---- the endpoint -----------------------------------------------------------------------------
     def endpoint(self) -> dict[str, Any]:
@@ -169,30 +155,7 @@ class AzureMLPipelineBackend(AzureMLBackend):
     # ---- the job protocol -------------------------------------------------------------------------
     def find_job(self, request: WorkloadRequest) -> str | None:
         """The pipeline run already submitted for this idempotency key (run history, by property)."""
-        try:
-            found = (
-                self._api()
-                .call(
-                    "POST",
-                    self._h(f"experiments/{quote(self.experiment_name)}/runs:query"),
-                    json_body={
-                        "filter": f"(Properties/{DIGEST_PROPERTY} eq '{request.key_digest}')",
-                        "orderBy": "CreatedUtc desc",
-                        "top": 20,
-                    },
-                    what=f"looking up runs of experiment {self.experiment_name!r}",
-                    fix="MNIST_AZUREML_EXPERIMENT",
-                )
-                .json()
-            )
-        except PermanentAzureError as err:
-            if err.status == 404:  # no such experiment yet: nothing was submitted
-                return None
-            raise
-        for run in (found or {}).get("value") or []:
-            if (run.get("properties") or {}).get(KEY_PROPERTY) == request.idempotency_key:
-                return str(run["runId"])
-        return None
+        return self._history().find_run(self.experiment_name, request.key_digest, request.idempotency_key)
 
     def submit(self, request: WorkloadRequest, store: ObjectStore, env: Mapping[str, str]) -> str:
         endpoint = self.endpoint()
@@ -254,7 +217,9 @@ class AzureMLPipelineBackend(AzureMLBackend):
             info.pipeline_id = run.get("PipelineId")
             return str(run["Id"])
 
-        return submit_once(send, lambda: self.find_job(request), backoff=self.poll_initial_seconds)
+        return submit_once(
+            send, lambda: self.find_job(request), Backoff(self.poll_initial_seconds, attempts=5)
+        )
 
     def _info(self, job_id: str) -> _RunInfo:
         return self._runs.setdefault(job_id, _RunInfo())
@@ -281,14 +246,7 @@ class AzureMLPipelineBackend(AzureMLBackend):
     def _failure_message(self, job_id: str, info: _RunInfo) -> str:
         """The run's error, and the failed step's, from run history (what the portal shows)."""
         parts = [info.status_detail] if info.status_detail else []
-        with contextlib.suppress(TransientAzureError, PermanentAzureError):
-            for child in self._children(job_id):
-                if str(child.get("status", "")).lower() != "failed":
-                    continue
-                details = self._details(str(child["runId"]))
-                error = ((details.get("error") or {}).get("error") or {}).get("message")
-                name = child.get("displayName") or child.get("name") or child["runId"]
-                parts.append(f"step {name}: {error or 'failed'}")
+        parts += self._history().step_errors(job_id)
         parts.append(f"see {self.portal_url(job_id)}")
         return "; ".join(parts)
 
@@ -303,78 +261,12 @@ class AzureMLPipelineBackend(AzureMLBackend):
         return self.portal_url(job_id)
 
     # ---- steps, logs, Pipes -----------------------------------------------------------------------
-    def _children(self, job_id: str) -> list[dict[str, Any]]:
-        data = (
-            self._api()
-            .call("GET", self._h(f"runs/{quote(job_id)}/children"), what=f"steps of run {job_id}")
-            .json()
-        )
-        return list((data or {}).get("value") or [])
-
-    def _details(self, run_id: str) -> dict[str, Any]:
-        return (
-            self._api()
-            .call("GET", self._h(f"runs/{quote(run_id)}/details"), what=f"details of run {run_id}")
-            .json()
-            or {}
-        )
-
     def new_log_lines(self, job_id: str) -> list[str]:
-        info = self._info(job_id)
-        lines: list[str] = []
-        for child in self._children(job_id):
-            run_id = str(child["runId"])
-            step = info.steps.setdefault(
-                run_id, _Step(str(child.get("displayName") or child.get("name") or run_id))
-            )
-            status = str(child.get("status", ""))
-            reused = (child.get("properties") or {}).get("azureml.reusedrunid")
-            if reused and step.reused_from is None:
-                step.reused_from = str(reused)
-                lines.append(
-                    f"step {step.name}: reused AzureML run {reused} (allow_reuse): this step did no work in this run"
-                )
-            if status != step.status:
-                step.status = status
-                lines.append(f"step {step.name}: {status}")
-            if (
-                step.reused_from
-                or step.logs_done
-                or status.lower() in ("notstarted", "queued", "preparing", "")
-            ):
-                continue
-            lines += self._read_logs(run_id, step)
-            if status.lower() in _TERMINAL_STEP:
-                step.logs_done = True  # read once more after the end, then never again
-        return lines
-
-    def _read_logs(self, run_id: str, step: _Step) -> list[str]:
-        log_files = self._details(run_id).get("logFiles") or {}
-        plain = self._rest(None, "AzureML log files")
-        lines: list[str] = []
-        for name in sorted(log_files):
-            offset = step.log_offsets.get(name, 0)
-            try:
-                body = plain.call(
-                    "GET", str(log_files[name]), what=f"log file {name} of step {step.name}"
-                ).body
-            except (TransientAzureError, PermanentAzureError) as err:
-                # Logs are best effort: a log that is not readable yet must not fail the run.
-                lines.append(f"{step.name}/{name}: (log not readable now: {err.status or 'no answer'})")
-                continue
-            complete = body[offset : body.rfind(b"\n") + 1] if len(body) > offset else b""
-            step.log_offsets[name] = offset + len(complete)
-            for line in complete.decode(errors="replace").splitlines():
-                if not line.strip():
-                    continue
-                if self._log_pipes is not None and self._log_pipes.feed(line):
-                    continue
-                lines.append(f"{step.name}/{name}: {line}")
-        return lines
+        return self._history().new_lines(job_id, self._info(job_id).steps, self._log_pipes)
 
     @contextlib.contextmanager
     def pipes_session(
-        self, context: dg.AssetExecutionContext, request: WorkloadRequest
+        self, context: dg.AssetExecutionContext, request: WorkloadRequest, store: ObjectStore
     ) -> Iterator[dg.PipesSession]:
         reader = LogLinePipesReader()
         self._log_pipes = reader
@@ -391,12 +283,8 @@ class AzureMLPipelineBackend(AzureMLBackend):
         """The step wrote straight into the datastore: check every output folder is complete."""
         info = self._info(job_id)
         reused = [s for s in info.steps.values() if s.reused_from]
-        for name, prefix in request.outputs.items():
-            marker = self.output_markers.get(name)
-            complete = (
-                store.exists(f"{prefix}/{marker}") if marker else any(store.list(prefix.rstrip("/") + "/"))
-            )
-            if complete:
+        for prefix in request.outputs.values():
+            if completion_marker(store, prefix):
                 continue
             why = (
                 f" AzureML reused step run(s) {', '.join(str(s.reused_from) for s in reused)} (allow_reuse) "
@@ -407,7 +295,7 @@ class AzureMLPipelineBackend(AzureMLBackend):
             )
             raise PermanentAzureError(
                 f"AzureML pipeline run {job_id} finished, but {store.uri(prefix)} has no "
-                f"{marker or 'objects'}.{why} ({self.portal_url(job_id)})"
+                f"{describe_markers()}.{why} ({self.portal_url(job_id)})"
             )
 
     def result_metadata(self, job_id: str) -> Mapping[str, Any]:

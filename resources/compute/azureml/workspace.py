@@ -1,4 +1,4 @@
-"""What the two AzureML backends share: the workspace, credentials, the poll schedule, Pipes over logs.
+"""What the two AzureML backends share: the workspace, its REST clients, the poll schedule, Pipes over logs.
 
 The AzureML datastore named in the settings is the same Blob container as the project's
 `AzureBlobObjectStore`: a store prefix `p` is the datastore path `p` (v1 DataPath
@@ -16,7 +16,8 @@ from typing import Any
 import dagster as dg
 from pydantic import PrivateAttr
 
-from resources.azure.rest import AzureRest, make_credential
+from resources.azure.credentials import token_credential
+from resources.azure.rest import AzureRest
 from resources.compute.base import ComputeBackend, JobStatus
 
 
@@ -37,12 +38,11 @@ class AzureMLBackend(ComputeBackend):
     allow_http_loopback: bool = False  # only for contract fakes on 127.0.0.1
     request_timeout_seconds: float = 60.0
     request_retries: int = 6
-    # Poll schedule (see `poll_intervals`): start at poll_initial_seconds, grow by poll_growth up to
-    # poll_floor_seconds, then keep each wait at most poll_fraction of the time already waited, capped
-    # at poll_max_seconds.
+    # The poll schedule (see `PollSchedule`): short jobs are noticed within ~2 s, long ones within a few
+    # % of their duration.
     poll_initial_seconds: float = 1.0
     poll_growth: float = 1.5
-    poll_floor_seconds: float = 1.8  # under the 2 s lag target, with room for the request itself
+    poll_floor_seconds: float | None = 1.8  # under the 2 s lag target, with room for the request itself
     poll_fraction: float = 0.045
     poll_max_seconds: float = 30.0
 
@@ -55,7 +55,12 @@ class AzureMLBackend(ComputeBackend):
         key = f"{scope}|{service}"
         if key not in self._rest_clients:
             credential = (
-                make_credential(self.credential, self.tenant_id, self.client_id, self.client_secret)
+                token_credential(
+                    self.credential,
+                    tenant_id=self.tenant_id,
+                    client_id=self.client_id,
+                    client_secret=self.client_secret,
+                )
                 if scope
                 else None
             )
@@ -95,20 +100,6 @@ class AzureMLBackend(ComputeBackend):
         time.sleep(seconds if last is None else max(0.0, last + seconds - time.monotonic()))
         self._last_poll[job_id] = time.monotonic()
         return self.status(job_id)
-
-    def poll_intervals(self) -> Iterator[float]:
-        """Waits between status requests, proportional to the time already waited.
-
-        A job that ends at time T is noticed at most max(poll_floor, poll_fraction * T) later (capped
-        at poll_max), so short jobs are seen within ~2 s and long ones with a few % of lag, while the
-        number of status requests grows only logarithmically with the job's duration.
-        """
-        started = time.monotonic()
-        floor = self.poll_initial_seconds
-        while True:
-            elapsed = time.monotonic() - started
-            yield min(self.poll_max_seconds, max(floor, self.poll_fraction * elapsed))
-            floor = min(self.poll_floor_seconds, floor * self.poll_growth)
 
 
 class LogLinePipesReader(dg.PipesMessageReader):

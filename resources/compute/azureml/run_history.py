@@ -1,0 +1,143 @@
+"""AzureML v1 run history: finding a pipeline run by property, its steps, their errors and their logs.
+
+Calls (H = https://<region>.api.azureml.ms/history/v1.0/<workspace>):
+- find:   POST H/experiments/<exp>/runs:query with filter "(Properties/dagster.key_digest eq '<digest>')"
+- steps:  GET H/runs/<id>/children (status; properties azureml.reusedrunid mark a reused step)
+- logs:   GET H/runs/<step>/details -> logFiles {name: SAS URL}, read incrementally
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+from resources.azure.errors import PermanentAzureError, TransientAzureError
+from resources.azure.rest import AzureRest
+
+from .workspace import LogLinePipesReader
+
+KEY_PROPERTY = "dagster.idempotency_key"
+DIGEST_PROPERTY = "dagster.key_digest"
+_TERMINAL_STEP = {"completed", "finished", "failed", "canceled", "cancelled"}
+_NOT_STARTED_STEP = {"notstarted", "queued", "preparing", ""}
+
+
+@dataclass
+class Step:
+    """What has been reported of one step run: its status, whether AzureML reused it, how far its logs were read."""
+
+    name: str
+    status: str = ""
+    reused_from: str | None = None
+    log_offsets: dict[str, int] = field(default_factory=dict)
+    logs_done: bool = False
+
+
+class RunHistory:
+    """The run-history API of one workspace (`url` turns a path under H into a URL)."""
+
+    def __init__(self, api: AzureRest, log_files: AzureRest, url: Callable[[str], str]) -> None:
+        self.api = api
+        self.log_files = log_files  # log files are SAS URLs: no token goes with them
+        self.url = url
+
+    def find_run(self, experiment: str, key_digest: str, key: str) -> str | None:
+        """The newest run of `experiment` carrying idempotency key `key`, if any."""
+        try:
+            found = self.api.call(
+                "POST",
+                self.url(f"experiments/{quote(experiment)}/runs:query"),
+                json_body={
+                    "filter": f"(Properties/{DIGEST_PROPERTY} eq '{key_digest}')",
+                    "orderBy": "CreatedUtc desc",
+                    "top": 20,
+                },
+                what=f"looking up runs of experiment {experiment!r}",
+                fix="MNIST_AZUREML_TRAINING_EXPERIMENT",
+            ).json()
+        except PermanentAzureError as err:
+            if err.status == 404:  # no such experiment yet: nothing was submitted
+                return None
+            raise
+        for run in (found or {}).get("value") or []:
+            if (run.get("properties") or {}).get(KEY_PROPERTY) == key:
+                return str(run["runId"])
+        return None
+
+    def children(self, run_id: str) -> list[dict[str, Any]]:
+        data = self.api.call(
+            "GET", self.url(f"runs/{quote(run_id)}/children"), what=f"steps of run {run_id}"
+        ).json()
+        return list((data or {}).get("value") or [])
+
+    def details(self, run_id: str) -> dict[str, Any]:
+        return (
+            self.api.call(
+                "GET", self.url(f"runs/{quote(run_id)}/details"), what=f"details of run {run_id}"
+            ).json()
+            or {}
+        )
+
+    def step_errors(self, run_id: str) -> list[str]:
+        """'step <name>: <error>' for each failed step (best effort: what the portal shows)."""
+        errors: list[str] = []
+        with contextlib.suppress(TransientAzureError, PermanentAzureError):
+            for child in self.children(run_id):
+                if str(child.get("status", "")).lower() != "failed":
+                    continue
+                details = self.details(str(child["runId"]))
+                error = ((details.get("error") or {}).get("error") or {}).get("message")
+                name = child.get("displayName") or child.get("name") or child["runId"]
+                errors.append(f"step {name}: {error or 'failed'}")
+        return errors
+
+    def new_lines(self, run_id: str, steps: dict[str, Step], pipes: LogLinePipesReader | None) -> list[str]:
+        """Step transitions and new log lines since the last call; Pipes messages go to `pipes`."""
+        lines: list[str] = []
+        for child in self.children(run_id):
+            step_id = str(child["runId"])
+            step = steps.setdefault(
+                step_id, Step(str(child.get("displayName") or child.get("name") or step_id))
+            )
+            status = str(child.get("status", ""))
+            reused = (child.get("properties") or {}).get("azureml.reusedrunid")
+            if reused and step.reused_from is None:
+                step.reused_from = str(reused)
+                lines.append(
+                    f"step {step.name}: reused AzureML run {reused} (allow_reuse): this step did no work in this run"
+                )
+            if status != step.status:
+                step.status = status
+                lines.append(f"step {step.name}: {status}")
+            if step.reused_from or step.logs_done or status.lower() in _NOT_STARTED_STEP:
+                continue
+            lines += self._read_logs(step_id, step, pipes)
+            if status.lower() in _TERMINAL_STEP:
+                step.logs_done = True  # read once more after the end, then never again
+        return lines
+
+    def _read_logs(self, step_id: str, step: Step, pipes: LogLinePipesReader | None) -> list[str]:
+        log_files = self.details(step_id).get("logFiles") or {}
+        lines: list[str] = []
+        for name in sorted(log_files):
+            offset = step.log_offsets.get(name, 0)
+            try:
+                body = self.log_files.call(
+                    "GET", str(log_files[name]), what=f"log file {name} of step {step.name}"
+                ).body
+            except (TransientAzureError, PermanentAzureError) as err:
+                # Logs are best effort: a log that is not readable yet must not fail the run.
+                lines.append(f"{step.name}/{name}: (log not readable now: {err.status or 'no answer'})")
+                continue
+            complete = body[offset : body.rfind(b"\n") + 1] if len(body) > offset else b""
+            step.log_offsets[name] = offset + len(complete)
+            for line in complete.decode(errors="replace").splitlines():
+                if not line.strip():
+                    continue
+                if pipes is not None and pipes.feed(line):
+                    continue
+                lines.append(f"{step.name}/{name}: {line}")
+        return lines
