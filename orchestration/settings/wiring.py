@@ -19,7 +19,7 @@ from resources.storage import AzureBlobObjectStore, LocalObjectStore, ObjectStor
 
 if TYPE_CHECKING:
     from orchestration.settings.aggregate import Settings
-    from resources.compute.batch_tasks.backend import PoolMode
+    from resources.compute.batch_tasks import PoolMode
 
 # Resource keys of the storage queues the event sensors read (see orchestration.sensors.factory).
 INFERENCE_EVENTS = "inference_events"

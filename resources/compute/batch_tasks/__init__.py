@@ -7,6 +7,6 @@ Modules by concern: `config` (settings), `client` (the account's client, retries
 
 from resources.compute.batch_tasks.backend import AzureBatchBackend
 from resources.compute.batch_tasks.client import AzureBatchError
-from resources.compute.batch_tasks.config import POOL_MODES
+from resources.compute.batch_tasks.config import POOL_MODES, PoolMode
 
-__all__ = ["POOL_MODES", "AzureBatchBackend", "AzureBatchError"]
+__all__ = ["POOL_MODES", "AzureBatchBackend", "AzureBatchError", "PoolMode"]
