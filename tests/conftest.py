@@ -23,15 +23,23 @@ LAYERS = ("unit", "contract", "integration", "e2e")
 TESTS_ROOT = Path(__file__).resolve().parent
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def _layer(item: pytest.Item) -> str:
+    relative = item.path.resolve().relative_to(TESTS_ROOT)
+    layer = relative.parts[0]
+    if layer not in LAYERS:
+        raise pytest.UsageError(
+            f"{relative}: tests live in one of tests/{{{','.join(LAYERS)}}}/, found it in tests/{layer}/"
+        )
+    return layer
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        relative = item.path.resolve().relative_to(TESTS_ROOT)
-        layer = relative.parts[0]
-        if layer not in LAYERS:
-            raise pytest.UsageError(
-                f"{relative}: tests live in one of tests/{{{','.join(LAYERS)}}}/, found it in tests/{layer}/"
-            )
-        item.add_marker(layer)
+        item.add_marker(_layer(item))
+    if hasattr(config, "workerinput"):
+        # Spread over pytest-xdist workers (`./run test`): the longest layers first, so that the
+        # minutes-long end-to-end files start at once and the short ones fill the other worker.
+        items.sort(key=lambda item: -LAYERS.index(_layer(item)))
 
 
 @pytest.fixture(autouse=True)

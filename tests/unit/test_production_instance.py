@@ -19,24 +19,9 @@ from dagster._core.remote_origin import RegisteredCodeLocationOrigin, RemoteJobO
 
 from instance_plugins.run_coordinator import IdempotentQueuedRunCoordinator
 from tests.support.instance import (
-    PG_HOST,
-    PG_USER,
     PRODUCTION_YAML,
     local_variant,
 )
-
-ENV = {
-    "DAGSTER_PG_HOST": PG_HOST,
-    "DAGSTER_PG_USER": PG_USER,
-    "DAGSTER_PG_PASSWORD": "unused-with-trust-auth",
-    "DAGSTER_LOGS_STORAGE_ACCOUNT": "mnistlogs",
-    "DAGSTER_LOGS_CONTAINER": "dagster-logs",
-    "AZURE_SUBSCRIPTION_ID": "00000000-0000-0000-0000-000000000000",
-    "DAGSTER_ACA_RESOURCE_GROUP": "rg-dagster",
-    "DAGSTER_ACA_REGION": "westeurope",
-    "DAGSTER_ACA_ENVIRONMENT_ID": "/subscriptions/0/resourceGroups/rg-dagster/providers/Microsoft.App/managedEnvironments/env",
-    "DAGSTER_ACA_IDENTITY_ID": "/subscriptions/0/resourceGroups/rg-dagster/providers/Microsoft.ManagedIdentity/userAssignedIdentities/dagster",
-}
 
 
 def test_schema_validation_accepts_the_shipped_yaml() -> None:
