@@ -117,9 +117,13 @@ class PollSchedule:
 
     def wait(self, polls: int, elapsed: float) -> float:
         """The wait before status request number `polls` (from 0), `elapsed` seconds after the first."""
+        cap = self.maximum if self.floor is None else self.floor
         ramp = self.initial
-        if polls:
-            ramp = min(self.maximum if self.floor is None else self.floor, ramp * self.growth**polls)
+        for _ in range(polls):  # grows step by step and stops at the cap: a power of `polls` would overflow
+            if ramp >= cap or self.growth <= 1:
+                break
+            ramp *= self.growth
+        ramp = min(cap, ramp) if polls else ramp
         return min(self.maximum, max(ramp, self.fraction * elapsed))
 
     def intervals(self) -> Iterator[float]:

@@ -11,7 +11,9 @@ from pathlib import Path
 
 from resources.storage import ObjectInfo, ObjectStore
 
-COMPLETION_MARKERS = ("metrics.json", "summary.json", "_manifest.json")
+# The marker each workload task writes last into its output folder.
+MARKER_OF_TASK = {"train": "metrics.json", "score": "summary.json", "ingest": "_manifest.json"}
+COMPLETION_MARKERS = tuple(MARKER_OF_TASK.values())
 
 
 def publish_dir(store: ObjectStore, local_dir: Path, prefix: str) -> list[ObjectInfo]:
@@ -28,11 +30,11 @@ def copy_prefix(store: ObjectStore, source: str, target: str) -> None:
         store.put_bytes(f"{target.rstrip('/')}/{name[len(base) :]}", store.get_bytes(name))
 
 
-def completion_marker(store: ObjectStore, prefix: str) -> str | None:
-    """The completion marker in the folder `prefix`, if there is one (the folder is complete)."""
-    base = prefix.rstrip("/")
-    return next((m for m in COMPLETION_MARKERS if store.exists(f"{base}/{m}")), None)
+def completion_marker(task: str) -> str:
+    """The file `task` writes last into its output folder."""
+    return MARKER_OF_TASK[task]
 
 
-def describe_markers() -> str:
-    return f"a completion marker ({', '.join(COMPLETION_MARKERS[:-1])} or {COMPLETION_MARKERS[-1]})"
+def is_complete(store: ObjectStore, prefix: str, task: str) -> bool:
+    """Whether the output folder `prefix` of a `task` job holds that task's completion marker."""
+    return store.exists(f"{prefix.rstrip('/')}/{completion_marker(task)}")

@@ -2,8 +2,10 @@
 
 from pathlib import Path
 
+import pytest
+
 from resources.compute.base import PollSchedule, last_lines
-from resources.compute.outputs import COMPLETION_MARKERS, completion_marker, copy_prefix, publish_dir
+from resources.compute.outputs import COMPLETION_MARKERS, copy_prefix, is_complete, publish_dir
 from resources.storage import LocalObjectStore, ObjectInfo
 
 
@@ -18,7 +20,7 @@ def waits(schedule: PollSchedule, count: int) -> list[float]:
 def test_poll_schedule_as_capped_exponential_backoff() -> None:
     # fraction 0: initial, x growth, capped (the local backend: 0.05 s up to 1 s).
     got = waits(PollSchedule(0.05, 1.0, 1.5), 10)
-    assert got[:3] == [0.05, 0.05 * 1.5, 0.05 * 1.5**2] and got[-1] == 1.0
+    assert got[:3] == pytest.approx([0.05, 0.05 * 1.5, 0.05 * 1.5**2]) and got[-1] == 1.0
 
 
 def test_poll_schedule_ramp_then_fraction_of_age() -> None:
@@ -66,7 +68,9 @@ def test_outputs_are_published_with_their_completion_markers_last(tmp_path: Path
     WRITES.clear()
     publish_dir(store, local, "models/m1")
     assert WRITES[-1] == "models/m1/metrics.json"
-    assert completion_marker(store, "models/m1") == "metrics.json"
+    assert is_complete(store, "models/m1", "train")
+    # Each task's folder is complete by its own marker only: a training folder with a scoring marker is not.
+    assert not is_complete(store, "models/m1", "score")
 
     WRITES.clear()
     store.put_bytes("staged/summary.json", b"{}")
@@ -74,5 +78,24 @@ def test_outputs_are_published_with_their_completion_markers_last(tmp_path: Path
     WRITES.clear()
     copy_prefix(store, "staged", "predictions/b1")
     assert WRITES == ["predictions/b1/predictions.csv", "predictions/b1/summary.json"]
-    assert completion_marker(store, "predictions/nothing") is None
+    assert is_complete(store, "predictions/b1", "score")
+    assert not is_complete(store, "predictions/nothing", "score")
     assert set(COMPLETION_MARKERS) == {"metrics.json", "summary.json", "_manifest.json"}
+
+
+def test_a_job_polled_for_days_keeps_its_capped_wait() -> None:
+    """The ramp is capped, not computed as an ever larger power (which overflows a float)."""
+    local = PollSchedule(0.05, 1.0, 1.5)
+    assert local.wait(10_000, 10_000.0) == 1.0
+    azureml = PollSchedule(1.0, 30.0, 1.5, floor=1.8, fraction=0.045)
+    assert azureml.wait(100_000, 3 * 86_400.0) == 30.0
+
+
+def test_a_batch_step_that_readied_no_pool_releases_nothing_and_opens_no_client() -> None:
+    """The driver calls `release` after every step; with no pool readied it must not build a Batch client
+    (whose errors would then hide the step's own)."""
+    from resources.compute.batch_tasks import AzureBatchBackend
+
+    backend = AzureBatchBackend(account_url="https://acct.westeurope.batch.azure.com")
+    backend.release(None)
+    assert backend._service is None and backend._pools is None

@@ -38,7 +38,7 @@ from resources.azure.errors import PermanentAzureError
 from resources.azure.rest import ARM_SCOPE, AZUREML_SCOPE
 from resources.azure.retry import Backoff, submit_once
 from resources.compute.base import JobState, JobStatus, WorkloadRequest
-from resources.compute.outputs import completion_marker, copy_prefix, describe_markers
+from resources.compute.outputs import completion_marker, copy_prefix, is_complete
 from resources.storage import ObjectStore
 
 from .workspace import AzureMLBackend, LogLinePipesReader
@@ -302,9 +302,10 @@ class AzureMLBatchEndpointBackend(AzureMLBackend):
                 f"AzureML batch job {job_id}: its output folder is unknown (no {OUTPUT_PROPERTY} property)"
             )
         source = info.output_prefix.strip("/") + "/"
-        if not completion_marker(store, source):
+        if not is_complete(store, source, request.task):
             raise PermanentAzureError(
-                f"AzureML batch job {job_id} completed, but {store.uri(source)} has no {describe_markers()}: "
+                f"AzureML batch job {job_id} completed, but {store.uri(source)} has no "
+                f"{completion_marker(request.task)}: "
                 "the deployment did not write the scoring task's outputs (check its scoring script; "
                 f"{self.job_url(job_id)})"
             )

@@ -28,7 +28,7 @@ from pydantic import PrivateAttr
 from resources.azure.errors import PermanentAzureError
 from resources.azure.retry import Backoff, submit_once
 from resources.compute.base import JobState, JobStatus, WorkloadRequest
-from resources.compute.outputs import completion_marker, describe_markers
+from resources.compute.outputs import completion_marker, is_complete
 from resources.storage import ObjectStore
 
 from .run_history import DIGEST_PROPERTY, KEY_PROPERTY, RunHistory, Step
@@ -284,7 +284,7 @@ class AzureMLPipelineBackend(AzureMLBackend):
         info = self._info(job_id)
         reused = [s for s in info.steps.values() if s.reused_from]
         for prefix in request.outputs.values():
-            if completion_marker(store, prefix):
+            if is_complete(store, prefix, request.task):
                 continue
             why = (
                 f" AzureML reused step run(s) {', '.join(str(s.reused_from) for s in reused)} (allow_reuse) "
@@ -295,7 +295,7 @@ class AzureMLPipelineBackend(AzureMLBackend):
             )
             raise PermanentAzureError(
                 f"AzureML pipeline run {job_id} finished, but {store.uri(prefix)} has no "
-                f"{describe_markers()}.{why} ({self.portal_url(job_id)})"
+                f"{completion_marker(request.task)}.{why} ({self.portal_url(job_id)})"
             )
 
     def result_metadata(self, job_id: str) -> Mapping[str, Any]:
