@@ -100,8 +100,10 @@ class AzureBatchBackend(AzureBatchConfig):
     def release(self, log: Any) -> None:
         # Whatever happened (success, failure, cancellation), a scale-to-zero pool with nothing left to
         # do goes back to zero nodes; ephemeral pools go with their job.
+        if self._pools is None:  # no pool was readied by this resource: nothing to release, no client
+            return
         with contextlib.suppress(AzureCallError):
-            self.pools().release(log)
+            self._pools.release(log)
 
     def _get_job(self, job_id: str) -> Any:
         return self.service().get("get_job", self.service().client.get_job, job_id)

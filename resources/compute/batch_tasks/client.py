@@ -53,6 +53,7 @@ class BatchService:
             credential,  # type: ignore[arg-type]  # a named key is accepted too (shared-key signing)
             retry_policy=retry_policy(
                 retries=config.call_attempts - 1,
+                per_kind=config.call_attempts - 1,  # any kind of failure, up to the same attempts
                 backoff_seconds=config.backoff_seconds,
                 backoff_max_seconds=config.backoff_max_seconds,
                 read_timeout=config.request_timeout_seconds,

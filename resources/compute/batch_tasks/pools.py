@@ -32,6 +32,10 @@ OWNER_METADATA = [{"name": OWNER_KEY, "value": OWNER}]
 ID_OK = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
+# What `ensure` finds when it created the pool itself (a new pool already has its target node count).
+CREATED = object()
+
+
 class Pools:
     """Creates, resizes and releases the pools the backend's jobs run on; remembers the pools it readied."""
 
@@ -122,7 +126,7 @@ class Pools:
                 if exc.code != "PoolBeingDeleted":
                     raise
                 return None
-            return "created"
+            return CREATED
 
         # A pool being deleted (by a cleanup, another run or an operator) blocks its id until the deletion
         # finishes: wait for it rather than failing the run.
@@ -134,7 +138,7 @@ class Pools:
                 "wait for the deletion to finish or set another MNIST_AZBATCH_POOL_ID"
             )
         if (
-            pool != "created"
+            pool is not CREATED
             and c.pool_mode == "scale_to_zero"
             and not pool.enable_auto_scale
             and (pool.target_dedicated_nodes or 0) < c.node_count
@@ -176,14 +180,16 @@ class Pools:
                     stop.result(timeout=30)
             return None
 
-        # Tries a few times; a pool that never steadies keeps its target (the queue check reports it).
-        wait_until(resized, Backoff(c.backoff_seconds, c.backoff_max_seconds, attempts=9))
+        # Up to ten tries with no sleep between them: stopping the resize under way (above) is the wait.
+        # A pool that never steadies keeps its target (the queue check reports it).
+        wait_until(resized, Backoff(0.0, 0.0, attempts=9))
 
     def release(self, log: Any = None) -> None:
         """Scale-to-zero mode: resize the pools readied here to 0 nodes when no active job of ours uses them."""
-        c, client = self.config, self.service.client
-        if c.pool_mode != "scale_to_zero" or c.autoscale_formula:
+        c = self.config
+        if c.pool_mode != "scale_to_zero" or c.autoscale_formula or not self.ready:
             return
+        client = self.service.client
         for pool_id in sorted(self.ready):
             active = self.service.call(
                 "list_jobs", lambda: list(client.list_jobs(filter="state eq 'active'"))
