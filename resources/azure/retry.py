@@ -39,9 +39,12 @@ def retry_policy(
     backoff_max_seconds: float,
     read_timeout: float,
     every_method: bool = False,
+    per_kind: int | None = None,
 ) -> RetryPolicy:
-    """azure-core's retry policy: up to `retries` retries of any kind (status, connection, read), waits
-    growing from `backoff_seconds` to at most `backoff_max_seconds` unless the service says Retry-After.
+    """azure-core's retry policy: up to `retries` retries in all, and up to `per_kind` (default:
+    azure-core's own, 3) of each kind (status, connection, read). azure-core retries the first time at
+    once, then waits `backoff_seconds` x 2^(n-1), at most `backoff_max_seconds`; a Retry-After from the
+    service is honoured as given.
 
     `every_method`: repeat POSTs too by default, for a client whose every call is safe to repeat (its
     creates count "already exists" as success); others opt in per call with `retry_on_methods`.
@@ -55,9 +58,11 @@ def retry_policy(
 
     return (EveryMethodRetryPolicy if every_method else RetryPolicy)(
         retry_total=retries,
-        retry_connect=retries,
-        retry_read=retries,
-        retry_status=retries,
+        **(
+            {}
+            if per_kind is None
+            else {"retry_connect": per_kind, "retry_read": per_kind, "retry_status": per_kind}
+        ),
         retry_backoff_factor=backoff_seconds,
         retry_backoff_max=backoff_max_seconds,
         # The whole call, retries included, gives up after this many seconds.

@@ -118,9 +118,12 @@ def test_wait_until_returns_the_first_result_or_none_when_out_of_time() -> None:
 def test_retry_policy_repeats_posts_only_where_asked() -> None:
     default = retry_policy(retries=4, backoff_seconds=0.5, backoff_max_seconds=8, read_timeout=10)
     every = retry_policy(
-        retries=4, backoff_seconds=0.5, backoff_max_seconds=8, read_timeout=10, every_method=True
+        retries=4, backoff_seconds=0.5, backoff_max_seconds=8, read_timeout=10, every_method=True, per_kind=4
     )
     assert "POST" not in default.configure_retries({})["methods"]
+    # Without `per_kind`, azure-core's own cap of 3 per kind applies (the AzureML clients).
+    defaults = default.configure_retries({})
+    assert (defaults["total"], defaults["connect"], defaults["read"], defaults["status"]) == (4, 3, 3, 3)
     settings = every.configure_retries({})
     assert settings["methods"] == EVERY_METHOD
     assert (settings["total"], settings["connect"], settings["read"], settings["status"]) == (4, 4, 4, 4)
