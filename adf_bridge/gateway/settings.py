@@ -105,6 +105,7 @@ class GatewaySettings(BaseSettings):
     )
     jobs_manifest: Path | None = Field(
         default=None,
+        json_schema_extra={"expected": "a file path"},
         description="the jobs manifest written by `python -m adf_bridge.templates`, read at start-up for "
         "each job's dynamic partitions (default: adf/jobs.json in the project)",
     )

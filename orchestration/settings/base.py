@@ -13,6 +13,7 @@ variable is set, and Dagster resolves it only when a run uses the resource.
 from __future__ import annotations
 
 import os
+import re
 import types
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from orchestration.settings.errors import SettingsError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
+_WHOLE_NUMBER = re.compile(r"[+-]?[0-9]+")
 # A variable handed to resources by name (`dg.EnvVar`): its value is resolved when a run starts.
 EnvReference = InstanceOf[dg.EnvVar] | None
 # A directory on this machine; `~` is expanded.
@@ -201,6 +203,16 @@ class EnvironmentSettings(BaseSettings):
     def read(cls, environ: Mapping[str, str] | None = None) -> Self:
         """The settings from `environ` (default: the process environment). Raises SettingsError."""
         values = EnvironmentSource(cls, os.environ if environ is None else environ)()
+        # pydantic would read "5.0" as 5; a whole-number setting takes whole numbers only.
+        fractional = [
+            f"{var.name}: expected {var.expected}, found {values[var.name]!r}"
+            for var in variables(cls)
+            if isinstance(values.get(var.name), str)
+            and _unwrap(var.field.annotation, [])[0] is int
+            and not _WHOLE_NUMBER.fullmatch(values[var.name].strip())
+        ]
+        if fractional:
+            raise SettingsError("; ".join(fractional))
         try:
             return cls(**values)
         except ValidationError as exc:

@@ -78,6 +78,7 @@ def test_secrets_stay_in_the_environment() -> None:
 def test_every_bad_value_names_the_variable_what_was_expected_and_what_was_found() -> None:
     for env, message in [
         ({"MNIST_SENSOR_INTERVAL": "0"}, "MNIST_SENSOR_INTERVAL: expected a positive int, found '0'"),
+        ({"MNIST_SENSOR_INTERVAL": "5.0"}, "MNIST_SENSOR_INTERVAL: expected a positive int, found '5.0'"),
         (
             {"MNIST_BATCH_QUIET_SECONDS": "soon"},
             "MNIST_BATCH_QUIET_SECONDS: expected a positive float, found 'soon'",
