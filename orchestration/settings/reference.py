@@ -111,7 +111,9 @@ def render(models: Sequence[type[BaseSettings]]) -> str:
         "Every setting is an environment variable, read once when the code location loads; an empty "
         f"variable counts as unset. An unknown `{PREFIX}*` variable is an error that lists the known ones "
         f"(a typo must not silently fall back to a default); {others} belong to the ADF gateway, which "
-        "checks them itself. A bad value is reported with the variable, what was expected and what was found.",
+        "checks them itself. A bad value is reported with the variable, what was expected and what was found, "
+        "when the code location loads: also the value of a backend that is not chosen, so a mistake shows "
+        "at once rather than on the day that backend is switched on.",
         "",
         "Secrets are never read by the code location: resources receive a reference to the variable, "
         "resolved when a run uses the resource, so values never reach logs, metadata or error messages.",
