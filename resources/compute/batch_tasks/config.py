@@ -52,8 +52,9 @@ class AzureBatchConfig(ComputeBackend):
     pipes_interval_seconds: float = 1.0
     sas_hours: float = 48.0
     pool_delete_wait_seconds: float = 900.0
-    # Requests: azure-core's retry policy retries transient failures `call_attempts - 1` times, waits
-    # growing from backoff_seconds to backoff_max_seconds (the waits for a pool use the same bounds).
+    # Requests: azure-core's retry policy retries transient failures `call_attempts - 1` times (the first
+    # at once, then backoff_seconds doubling up to backoff_max_seconds, or the service's Retry-After);
+    # waiting for a pool being deleted uses the same bounds.
     request_timeout_seconds: float = 30.0
     call_attempts: int = 6
     backoff_seconds: float = 1.0
