@@ -18,7 +18,8 @@ def depends(pairs: DependsOn) -> list[dict[str, Any]]:
 
 def web(name: str, body: dict[str, str], depends_on: DependsOn, retry: int) -> dict[str, Any]:
     """A Web activity POSTing `body` to the pipeline's `dagster_graphql_url` with a managed-identity token
-    for its `audience`, retried `retry` times 30 s apart."""
+    for its `audience`, retried `retry` times 30 s apart. It waits ADF's default of one minute for the
+    response: `httpRequestTimeout` is newer than the Data Factory spec the templates are checked against."""
     return {
         "name": name,
         "type": "WebActivity",
@@ -36,7 +37,6 @@ def web(name: str, body: dict[str, str], depends_on: DependsOn, retry: int) -> d
             "url": expression("pipeline().parameters.dagster_graphql_url"),
             "headers": {"Content-Type": "application/json"},
             "body": body,
-            "httpRequestTimeout": "00:01:00",
             "authentication": {"type": "MSI", "resource": expression("pipeline().parameters.audience")},
         },
     }

@@ -139,7 +139,6 @@ def build_pipeline(job: JobInfo) -> dict[str, Any]:
             "name": "Remember run id",
             "type": "SetVariable",
             "dependsOn": depends([("Check launch", ["Succeeded"])]),
-            "policy": {"secureOutput": False, "secureInput": False},
             "userProperties": [],
             "typeProperties": {"variableName": "run_id", "value": expression(f"{launch}.run.runId")},
         },

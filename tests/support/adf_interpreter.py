@@ -14,9 +14,13 @@ ADF service does, for these parts only:
   `[index]`; and the functions in `FUNCTIONS`. Anything else is an `AdfExpressionError` naming it,
   so a template never silently relies on something this interpreter does not model.
 
+Before it runs anything, a pipeline is checked against Data Factory's REST spec (`adf_spec`): an
+activity type or property the spec does not define is an `AdfSpecError` listing each one (ADF would
+refuse it or silently ignore it; a template must rely on neither).
+
 Time is scaled (`time_scale`): a Wait of 30 s or a retry interval of 30 s takes 30 * time_scale s.
 Not modelled: parallel branches (activities run one at a time in dependency order), linked services,
-datasets, and every activity type not listed above.
+datasets, and every activity type not listed above (the spec defines them; running one fails it).
 """
 
 from __future__ import annotations
@@ -31,7 +35,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from tests.support.adf_spec import check_pipeline
+
 MAX_WEB_RESPONSE = 4 * 1024 * 1024  # ADF: a Web activity response is at most 4 MB
+WEB_RESPONSE_TIMEOUT = 60.0  # ADF: a Web activity waits one minute for the response
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never via a proxy
 
 
@@ -479,6 +486,8 @@ class Interpreter:
         parameters: Mapping[str, Any] | None = None,
         run_id: str | None = None,
     ) -> PipelineRun:
+        """Run `pipeline` to its end; AdfSpecError when Data Factory's spec does not allow it."""
+        check_pipeline(pipeline)
         properties = pipeline["properties"]
         params = self._parameters(properties.get("parameters", {}), dict(parameters or {}))
         run_id = run_id or str(uuid.uuid4())
@@ -674,14 +683,13 @@ class Interpreter:
             headers["Authorization"] = "Bearer " + self.token_provider(
                 evaluate_value(auth["resource"], scope)
             )
-        timeout = _duration_seconds(evaluate_value(props.get("httpRequestTimeout", "00:01:00"), scope))
         data = None
         if body is not None and method != "GET":
             data = (body if isinstance(body, str) else json.dumps(body)).encode()
         self.requests.append({"url": url, "method": method, "headers": headers, "body": body})
         request = urllib.request.Request(url, data=data, method=method, headers=headers)
         try:
-            with _OPENER.open(request, timeout=timeout) as response:
+            with _OPENER.open(request, timeout=WEB_RESPONSE_TIMEOUT) as response:
                 raw = response.read(MAX_WEB_RESPONSE + 1)
                 code = response.status
         except urllib.error.HTTPError as exc:

@@ -18,6 +18,7 @@ from tests.support.adf_interpreter import (
     evaluate_template,
     evaluate_value,
 )
+from tests.support.adf_spec import AdfSpecError
 
 
 def scope(**params: Any) -> Scope:
@@ -93,6 +94,11 @@ def test_expression_errors_are_clear(text: str, complaint: str) -> None:
         evaluate_template(text, scope())
 
 
+def expr(text: str) -> dict[str, str]:
+    """An Expression object: what the spec requires where it refers to `Expression`."""
+    return {"value": text, "type": "Expression"}
+
+
 def wait(name: str, seconds: int = 1, after: str | None = None, on: str = "Succeeded") -> dict[str, Any]:
     return {
         "name": name,
@@ -162,8 +168,8 @@ def test_if_condition_until_set_variable_and_filter() -> None:
             "type": "Filter",
             "dependsOn": [{"activity": "Loop", "dependencyConditions": ["Succeeded"]}],
             "typeProperties": {
-                "items": '@json(\'[{"k":1},{"k":2},{"k":3}]\')',
-                "condition": "@greater(item().k, 1)",
+                "items": expr('@json(\'[{"k":1},{"k":2},{"k":3}]\')'),
+                "condition": expr("@greater(item().k, 1)"),
             },
         },
         {
@@ -171,7 +177,7 @@ def test_if_condition_until_set_variable_and_filter() -> None:
             "type": "IfCondition",
             "dependsOn": [{"activity": "Keep", "dependencyConditions": ["Succeeded"]}],
             "typeProperties": {
-                "expression": "@equals(activity('Keep').output.FilteredItemsCount, 2)",
+                "expression": expr("@equals(activity('Keep').output.FilteredItemsCount, 2)"),
                 "ifTrueActivities": [fail("Inner", "@string(activity('Keep').output.value)")],
             },
         },
@@ -190,7 +196,7 @@ def test_until_goes_on_after_a_failed_inner_activity() -> None:
             "name": "Loop",
             "type": "Until",
             "typeProperties": {
-                "expression": "@equals(variables('n'), 'xxx')",
+                "expression": expr("@equals(variables('n'), 'xxx')"),
                 "activities": [
                     {
                         "name": "Grow",
@@ -202,7 +208,7 @@ def test_until_goes_on_after_a_failed_inner_activity() -> None:
                         "type": "IfCondition",
                         "dependsOn": [{"activity": "Grow", "dependencyConditions": ["Succeeded"]}],
                         "typeProperties": {
-                            "expression": "@less(length(variables('n')), 3)",
+                            "expression": expr("@less(length(variables('n')), 3)"),
                             "ifTrueActivities": [fail("Transient")],
                         },
                     },
@@ -222,7 +228,7 @@ def test_until_times_out() -> None:
             "name": "Forever",
             "type": "Until",
             "typeProperties": {
-                "expression": "@equals(1, 2)",
+                "expression": expr("@equals(1, 2)"),
                 "timeout": "0.00:00:01",
                 "activities": [wait("W")],
             },
@@ -329,3 +335,54 @@ def test_web_activity_fails_on_non_2xx_and_is_retried(http: _Server) -> None:
     failed = quick().run(web_pipeline(url), {"audience": "a"})
     assert failed.status == "Failed" and failed.error is not None
     assert "Response status code: '404'" in failed.error["message"]
+
+
+def test_an_activity_type_the_spec_does_not_define_is_refused_before_anything_runs() -> None:
+    interpreter = quick()
+    odd = {"name": "Call", "type": "HttpCall", "typeProperties": {"url": "http://127.0.0.1:9/"}}
+    with pytest.raises(AdfSpecError) as refused:
+        interpreter.run(pipeline(wait("First"), odd))
+    message = str(refused.value)
+    assert "$.properties.activities[1]('Call').type: Activity type 'HttpCall' is not defined" in message
+    assert "'WebActivity'" in message and "'Until'" in message  # what the spec does define
+    assert interpreter.requests == []
+
+
+def test_a_property_the_spec_does_not_define_is_refused_with_its_path() -> None:
+    web = json.loads(json.dumps(web_pipeline("http://127.0.0.1:9/graphql")))
+    call = web["properties"]["activities"][0]
+    call["policy"]["retries"] = 3  # a typo of `retry`: the call would never be retried
+    call["typeProperties"]["timeout"] = "00:05:00"
+    inner = pipeline(
+        {
+            "name": "Loop",
+            "type": "Until",
+            "typeProperties": {"expression": "@equals(1, 1)", "activities": [wait("W")], "body": 1},
+        }
+    )
+    with pytest.raises(AdfSpecError) as refused:
+        quick().run(web, {"audience": "a"})
+    problems = str(refused.value).splitlines()[1:]
+    assert [p.split(":")[0].strip() for p in problems] == [
+        "$.properties.activities[0]('Call').policy.retries",
+        "$.properties.activities[0]('Call').typeProperties.timeout",
+    ]
+    assert "not defined by ActivityPolicy" in problems[0] and "'retry'" in problems[0]
+    assert "not defined by WebActivityTypeProperties" in problems[1] and "'url'" in problems[1]
+    with pytest.raises(AdfSpecError) as refused:
+        quick().run(inner)
+    assert [p.split(":")[0].strip() for p in str(refused.value).splitlines()[1:]] == [
+        "$.properties.activities[0]('Loop').typeProperties.body",
+        "$.properties.activities[0]('Loop').typeProperties.expression",  # a string, not an Expression
+    ]
+
+
+def test_an_activity_type_the_spec_defines_but_the_interpreter_does_not_model_fails_the_activity() -> None:
+    each = {
+        "name": "Each",
+        "type": "ForEach",
+        "typeProperties": {"items": expr("@createArray(1)"), "activities": [wait("W")]},
+    }
+    run = quick().run(pipeline(each))
+    assert run.status == "Failed" and run.error is not None
+    assert run.error["errorCode"] == "Unsupported" and "'ForEach'" in run.error["message"]

@@ -18,6 +18,7 @@ import pytest
 
 from adf_bridge.jobs_manifest import JobsManifest
 from adf_bridge.templates import cli
+from adf_bridge.templates.arm import build_arm_template
 from adf_bridge.templates.jobs import JobInfo, jobs_of_code_location
 from adf_bridge.templates.output import OUTPUT_DIR, generate, stale_files
 from adf_bridge.templates.pipeline import build_pipeline
@@ -34,6 +35,7 @@ from tests.support.adf_interpreter import (
     _Parser,
     evaluate_value,
 )
+from tests.support.adf_spec import arm_template_problems, pipeline_problems
 
 ACTIVITY_TYPES = {"WebActivity", "IfCondition", "Until", "Wait", "Fail", "SetVariable", "Filter"}
 BUILTINS = {"pipeline", "activity", "variables", "item"}
@@ -184,6 +186,29 @@ def test_arm_template_and_manifest_for_template_import() -> None:
         assert resource["properties"] == pipeline["properties"]  # nothing needed ARM escaping
         assert arm["parameters"] == {"factoryName": {"type": "string", "metadata": "Data Factory name"}}
         assert manifest["name"] == pipeline["name"] and manifest["description"]
+
+
+@pytest.mark.parametrize("pipeline", _pipelines(), ids=lambda p: p["name"])
+def test_templates_are_what_data_factorys_rest_spec_allows(pipeline: dict[str, Any]) -> None:
+    # The pipeline file (the REST API's PipelineResource) and the ARM template's pipeline resource.
+    assert pipeline_problems(pipeline) == []
+    folder = OUTPUT_DIR / "templates" / pipeline["name"]
+    arm = json.loads((folder / f"{pipeline['name']}.json").read_text())
+    assert arm_template_problems(arm) == []
+
+
+@pytest.mark.parametrize("partitioned", [False, True])
+def test_the_generator_builds_only_what_the_spec_allows(partitioned: bool) -> None:
+    job = JobInfo(
+        "a_job",
+        "what it does",
+        {"ops": {"op": {"config": {"x": 1}}}},
+        partitioned=partitioned,
+        dynamic_partitions="batches" if partitioned else None,
+    )
+    pipeline = build_pipeline(job)
+    assert pipeline_problems(pipeline) == []
+    assert arm_template_problems(build_arm_template(pipeline)) == []
 
 
 def test_launch_body_is_valid_json_whatever_the_names_contain() -> None:

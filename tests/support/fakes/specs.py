@@ -21,6 +21,9 @@ SHA256 = {
     "batch-BatchService-2025-06-01.21.0.json": "2712562376f1394d1c4d32cbc7dd80519205733d02cbc62e34b128b92f5043cf",
     "ml-mfe-2023-10-01.json": "05f2672f07a83696bf0471958cb2c319c8fafe45b11d1651b9ef70d273f6afcf",
     "ml-run-history-v1.0.json": "6baec19e62224f12cdb8c1bd87f68c2e6dc5413f60edd3b6fa5b4f47c25b045d",
+    "datafactory-2018-06-01-datafactory.json": "744a706581356a1154248591741d76f15ff1168e5e984cae7ff366bc3310b520",
+    "datafactory-2018-06-01-Pipeline.json": "76641147d205583c9d1666c9ff4f839eeca6c2228cb37bb54e416d6931862b58",
+    "datafactory-2018-06-01-DataFlow.json": "35371c0b797ec701ee56d7608570892afbedb3e995372e7d8c633640b2717f26",
 }
 RUN_HISTORY = "ml-run-history-v1.0.json"
 MFE = "ml-mfe-2023-10-01.json"
