@@ -1,7 +1,6 @@
 """AzureML v2 training (a command job) against the stateful contract fake (+ Azurite as the datastore)."""
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any, ClassVar
 
 import dagster as dg
@@ -10,7 +9,7 @@ from dagster._core.errors import DagsterExecutionInterruptedError
 
 from resources.azure.errors import PermanentAzureError
 from resources.azure.rest import ARM_SCOPE, AzureRest
-from resources.compute import ComputeBackend, JobStatus, LocalProcessBackend, WorkloadRequest, idempotency_key
+from resources.compute import ComputeBackend, JobStatus, WorkloadRequest, idempotency_key
 from resources.compute.azureml import AzureMLCommandJobBackend
 from resources.storage import ObjectStore
 from tests.support.fakes.azureml_v2_training import FakeAzureMLV2
@@ -91,7 +90,9 @@ def materialize(compute: ComputeBackend, store: ObjectStore, retries: int = 0) -
     )
 
 
-def test_success_submits_one_named_job_and_registers_the_model(fake: FakeAzureMLV2, store: ObjectStore) -> None:
+def test_success_submits_one_named_job_and_registers_the_model(
+    fake: FakeAzureMLV2, store: ObjectStore
+) -> None:
     result = materialize(backend(fake), store)
     assert result.success, error_text(result)
     [job] = fake.command_jobs.values()
@@ -116,3 +117,152 @@ def test_success_submits_one_named_job_and_registers_the_model(fake: FakeAzureML
     assert any("user_logs/std_log.txt: " in m and "simulated training" in m for m in logs)
     secrets = [m for m in logs if "sig=" in m or "fake-token" in m]
     assert not secrets, secrets
+
+
+def test_remote_failure_shows_the_job_error_and_a_retry_submits_a_successor(
+    fake: FakeAzureMLV2, store: ObjectStore
+) -> None:
+    fake.fail_next = "User process 'python' exited with status code 1"
+    first = materialize(backend(fake), store)
+    assert not first.success
+    text = error_text(first)
+    assert "is Failed: User process 'python' exited with status code 1" in text
+    assert "Execution failed" in text, "the end of the job's std_log comes with the error"
+    assert not store.exists(f"{MODEL}/metrics.json") and not fake.models
+
+    # Re-executing the failed step (same idempotency key) submits attempt 2, never touching attempt 1.
+    compute = backend(fake)
+    key = "run-x/trained/-/train"
+    request = WorkloadRequest("train", key, {"raw": RAW}, {"model": MODEL})
+    fake.fail_next = "boom"
+    failed = compute.submit(request, store, {})
+    while not compute.status(failed).state.terminal:
+        pass
+    assert compute.find_job(request) == failed
+    second = compute.submit(request, store, {})
+    assert (failed[-2:], second[-2:]) == ("-1", "-2")
+    assert compute.find_job(request) == second
+    assert compute.submit(request, store, {}) == second, "a job still running or done gets no successor"
+
+
+class InterruptedBackend(AzureMLCommandJobBackend):
+    def wait(self, job_id: str, seconds: float) -> JobStatus:
+        return interrupt_if_running(super().wait(job_id, seconds))
+
+
+def test_cancel_from_dagster_cancels_the_command_job(fake: FakeAzureMLV2, store: ObjectStore) -> None:
+    fake.run_s = 30
+    with pytest.raises(DagsterExecutionInterruptedError):
+        dg.materialize(
+            [make_asset()], resources={"compute": backend(fake, InterruptedBackend), "storage": store}
+        )
+    [job] = fake.command_jobs.values()
+    assert job.job.state == "Canceled"
+    assert len(fake.server.calls_to("cancel", ok_only=True)) == 1
+    assert not store.exists(f"{MODEL}/metrics.json")
+
+
+ROUTES = ("job_put", "job", "history_details", "std_log", "model_put")
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+def test_fault_at_every_call_still_one_job(fake: FakeAzureMLV2, store: ObjectStore, fault: str) -> None:
+    for route in ROUTES:
+        fake.server.inject(route, fault)
+    result = materialize(backend(fake), store)
+    assert result.success, error_text(result)
+    assert fake.submissions == 1, "exactly one remote job per Dagster step"
+    assert {c.route for c in fake.server.calls if c.fault == fault} == set(ROUTES)
+    [job] = fake.command_jobs.values()
+    # A lost PUT answer is sent again and meets the job it created: an update, not a second job.
+    assert job.puts == (2 if fault == "timeout" else 1)
+    assert ("mnist", "m1") in fake.models
+
+
+class CrashAfterSubmit(AzureMLCommandJobBackend):
+    crashed: ClassVar[list[str]] = []
+
+    def submit(self, request: WorkloadRequest, store: ObjectStore, env: Any) -> str:
+        job_id = super().submit(request, store, env)
+        if not self.crashed:
+            self.crashed.append(job_id)
+            raise RuntimeError("step process lost")
+        return job_id
+
+
+def test_retried_step_reattaches_by_job_name(fake: FakeAzureMLV2, store: ObjectStore) -> None:
+    CrashAfterSubmit.crashed.clear()
+    result = materialize(backend(fake, CrashAfterSubmit), store, retries=1)
+    assert result.success, error_text(result)
+    assert fake.submissions == 1
+    meta = result.asset_materializations_for_node("trained")[0].metadata
+    assert meta["reattached"].value is True and meta["job"].value == CrashAfterSubmit.crashed[0]
+
+
+def _rest() -> AzureRest:
+    return AzureRest(FakeCredential(), ARM_SCOPE, service="test", allow_http_loopback=True, retry_total=0)
+
+
+def test_the_fake_keeps_the_jobs_contract(fake: FakeAzureMLV2, store: ObjectStore) -> None:
+    compute = backend(fake)
+    request = WorkloadRequest("train", "run-y/trained/-/train", {"raw": RAW}, {"model": MODEL})
+    code = compute._upload_workload(store)
+    body = {"properties": compute._command_job(request, code, {"A": "1"})}
+    url = f"{fake.url}{compute.workspace_path}/jobs/j1?api-version=2023-10-01"
+    rest = _rest()
+    assert rest.call("PUT", url, json_body=body, what="create").status == 201
+    body["properties"]["tags"] = {"note": "tags may change"}
+    assert rest.call("PUT", url, json_body=body, what="update").status == 200
+    assert fake.submissions == 1 and fake.command_jobs["j1"].properties["tags"] == {"note": "tags may change"}
+    refused = {
+        "a create-only property changed": {**body["properties"], "command": "python -c pass"},
+        "a property the spec does not define": {**body["properties"], "codeUri": "x"},
+        "a read-only property": {**body["properties"], "status": "Completed"},
+        "an input type not served": {
+            **body["properties"],
+            "inputs": {"raw": {"jobInputType": "literal", "value": "1"}},
+        },
+        "an undefined input in the command": {**body["properties"], "command": "echo ${{inputs.nope}}"},
+        "an unknown compute": {**body["properties"], "computeId": "/elsewhere/computes/gpu"},
+        "another job type": {**body["properties"], "jobType": "Pipeline"},
+    }
+    for why, props in refused.items():
+        name = "j1" if why == "a create-only property changed" else "j2"
+        with pytest.raises(PermanentAzureError) as err:
+            rest.call("PUT", url.replace("/j1?", f"/{name}?"), json_body={"properties": props}, what=why)
+        assert err.value.status == 400, why
+    assert fake.submissions == 1
+    model_url = f"{fake.url}{compute.workspace_path}/models/mnist/versions/m9?api-version=2023-10-01"
+    no_model = {
+        "properties": {"modelType": "mlflow_model", "modelUri": "azureml://datastores/mnist_blob/paths/x"}
+    }
+    with pytest.raises(PermanentAzureError, match="not an MLflow model folder"):
+        rest.call("PUT", model_url, json_body=no_model, what="register")
+
+
+def test_settings_choose_the_command_job_for_training() -> None:
+    from orchestration.settings.aggregate import Settings
+    from orchestration.settings.wiring import compute_backend
+
+    env = {
+        "MNIST_STORAGE": "azure_blob",
+        "AZURE_STORAGE_ACCOUNT_URL": "https://acct.blob.core.windows.net",
+        "MNIST_COMPUTE": "azureml",
+        "MNIST_AZUREML_SUBSCRIPTION": "s",
+        "MNIST_AZUREML_RESOURCE_GROUP": "rg",
+        "MNIST_AZUREML_WORKSPACE": "ws",
+        "MNIST_AZUREML_REGION": "westeurope",
+        "MNIST_AZUREML_TRAINING": "command_job",
+        "MNIST_AZUREML_COMPUTE_CLUSTER": "cpu-cluster",
+        "MNIST_AZUREML_TRAINING_ENVIRONMENT": "mnist-workload:3",
+    }
+    settings = Settings.from_env(env)
+    training = compute_backend(settings, "training")
+    assert isinstance(training, AzureMLCommandJobBackend)
+    assert (training.compute_name, training.environment, training.model_name) == (
+        "cpu-cluster",
+        "mnist-workload:3",
+        "mnist",
+    )
+    with pytest.raises(Exception, match="MNIST_AZUREML_COMPUTE_CLUSTER"):
+        Settings.from_env({k: v for k, v in env.items() if k != "MNIST_AZUREML_COMPUTE_CLUSTER"})

@@ -160,8 +160,8 @@ class AzureMLCommandJobBackend(AzureMLBackend):
             props = (job.get("properties") or {}).get("properties") or {}
             if props.get(KEY_PROPERTY) != request.idempotency_key:
                 raise PermanentAzureError(
-                    f"AzureML: job {self.job_name(request, attempt)} carries another idempotency key "
-                    f"(a digest collision, or a job named by someone else); change MNIST_AZUREML_JOB_PREFIX"
+                    f"AzureML: job {self.job_name(request, attempt)} was not submitted for this Dagster step "
+                    f"({request.idempotency_key}): a job named like ours must not exist; rename or delete it"
                 )
             latest = (attempt, job)
         raise PermanentAzureError(
