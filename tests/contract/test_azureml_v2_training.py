@@ -1,6 +1,8 @@
 """AzureML v2 training (a command job) against the stateful contract fake (+ Azurite as the datastore)."""
 
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, ClassVar
 
 import dagster as dg
@@ -266,3 +268,61 @@ def test_settings_choose_the_command_job_for_training() -> None:
     )
     with pytest.raises(Exception, match="MNIST_AZUREML_COMPUTE_CLUSTER"):
         Settings.from_env({k: v for k, v in env.items() if k != "MNIST_AZUREML_COMPUTE_CLUSTER"})
+
+
+def test_real_sdk_creates_gets_and_cancels_a_command_job_on_the_fake(
+    fake: FakeAzureMLV2, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """azure-ai-ml's jobs.create_or_update (twice: the second is the update the service documents), jobs.get
+    and jobs.begin_cancel, as a v2 SDK user drives them."""
+    pytest.importorskip("azure.ai.ml", reason="azure-ai-ml is in the dev extra")
+    from azure.ai.ml import Input, MLClient, Output, command  # noqa: TID251 (the real SDK drives the fake)
+    from azure.core.pipeline.policies import SansIOHTTPPolicy
+
+    class AllowHttp(SansIOHTTPPolicy):  # type: ignore[type-arg]
+        def on_request(self, request: Any) -> None:
+            request.context["enforce_https"] = False
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("AZUREML_DEV_URL_MFE", fake.url)
+    ml = MLClient(
+        FakeCredential(),  # type: ignore[arg-type]
+        fake.subscription,
+        fake.resource_group,
+        fake.workspace,
+        per_call_policies=[AllowHttp()],
+    )
+    store_path = f"azureml://datastores/{fake.datastore}/paths"
+
+    def status(name: str) -> str:
+        value = ml.jobs.get(name).status
+        return str(getattr(value, "value", value))
+
+    def job(name: str) -> Any:
+        return command(
+            name=name,
+            command="python -m workload train --input raw=${{inputs.raw}} --output model=${{outputs.model}}",
+            inputs={"raw": Input(type="uri_folder", path=f"{store_path}/{RAW}/")},
+            outputs={
+                "model": Output(type="uri_folder", path=f"{store_path}/models/mnist/{name}/", mode="rw_mount")
+            },
+            environment="azureml:mnist-workload:1",
+            compute="cpu-cluster",
+            experiment_name="mnist-training",
+            environment_variables={"DAGSTER_PIPES_CONTEXT": "e30="},
+            tags={"dagster.key_digest": "abc"},
+        )
+
+    created = ml.jobs.create_or_update(job("sdk-1"))
+    assert created.name == "sdk-1"
+    again = ml.jobs.create_or_update(job("sdk-1"))
+    assert again.name == "sdk-1" and fake.submissions == 1 and fake.command_jobs["sdk-1"].puts == 2
+    deadline = time.monotonic() + 20
+    while status("sdk-1") not in ("Completed", "Failed") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert status("sdk-1") == "Completed"
+    fake.run_s = 30
+    ml.jobs.create_or_update(job("sdk-2"))
+    ml.jobs.begin_cancel("sdk-2").result(timeout=10)
+    assert status("sdk-2") == "Canceled"
+    assert fake.command_jobs["sdk-2"].job.state == "Canceled" and fake.submissions == 2
