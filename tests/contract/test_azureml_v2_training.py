@@ -11,7 +11,7 @@ from dagster._core.errors import DagsterExecutionInterruptedError
 
 from resources.azure.errors import PermanentAzureError
 from resources.azure.rest import ARM_SCOPE, AzureRest
-from resources.compute import ComputeBackend, JobStatus, WorkloadRequest, idempotency_key
+from resources.compute import ComputeBackend, JobStatus, LocalProcessBackend, WorkloadRequest, idempotency_key
 from resources.compute.azureml import AzureMLCommandJobBackend
 from resources.storage import ObjectStore
 from tests.support.fakes.azureml_v2_training import FakeAzureMLV2
@@ -326,3 +326,81 @@ def test_real_sdk_creates_gets_and_cancels_a_command_job_on_the_fake(
     ml.jobs.begin_cancel("sdk-2").result(timeout=10)
     assert status("sdk-2") == "Canceled"
     assert fake.command_jobs["sdk-2"].job.state == "Canceled" and fake.submissions == 2
+
+
+@pytest.mark.slow
+def test_mnist_model_trains_as_a_command_job_and_the_batch_endpoint_serves_it(
+    store: ObjectStore, synthetic_source: Path, tmp_path: Path
+) -> None:
+    """raw -> mnist_model (v2 command job) -> the registered model deployed -> predictions (v2 batch endpoint):
+    the real workload runs in the fake from the package uploaded to the datastore (Azurite), and its Pipes
+    messages come back through the job's std_log."""
+    from assets.model import TrainingConfig, mnist_model
+    from assets.predictions import INFERENCE_BATCHES, mnist_predictions
+    from assets.raw_mnist import raw_mnist
+    from resources.compute.azureml import AzureMLBatchEndpointBackend
+    from resources.mnist_source import MnistSource
+    from resources.quality import QualityGate
+    from tests.support.synthetic import write_batch
+
+    instance = dg.DagsterInstance.ephemeral()
+    fake = FakeAzureMLV2(store, mode="process").start()
+    try:
+        training = backend(fake, poll_initial_seconds=0.1, poll_floor_seconds=0.2, poll_max_seconds=0.5)
+        resources = {
+            "storage": store,
+            "training_compute": training,
+            "scoring_compute": AzureMLBatchEndpointBackend(
+                subscription_id=fake.subscription,
+                resource_group=fake.resource_group,
+                workspace_name=fake.workspace,
+                datastore=fake.datastore,
+                arm_url=fake.url,
+                allow_http_loopback=True,
+                credential="python:tests.support.fakes.http:fake_credential",
+                endpoint_name=fake.endpoint_name,
+                poll_initial_seconds=0.1,
+                poll_floor_seconds=0.2,
+                poll_max_seconds=0.5,
+            ),
+            # AzureML has no ingest: raw MNIST is fetched by the local backend, as in the default settings.
+            "ingest_compute": LocalProcessBackend(work_dir=str(tmp_path / "compute")),
+            "mnist_source": MnistSource(location=str(synthetic_source)),
+            "quality": QualityGate(min_accuracy=0.8),
+        }
+        config = dg.RunConfig(ops={"mnist_model": TrainingConfig(pca_components=20, kernel_components=200)})
+        trained = dg.materialize(
+            [raw_mnist, mnist_model], resources=resources, instance=instance, run_config=config
+        )
+        assert trained.success
+        meta = trained.asset_materializations_for_node("mnist_model")[0].metadata
+        assert meta["training"].value == "fresh"
+        [job] = fake.command_jobs.values()
+        assert meta["azureml_job"].value == job.name and job.job.state == "Finished"
+        assert float(meta["held_out_accuracy"].value) >= 0.8  # type: ignore[arg-type]
+        messages = [e.user_message for e in instance.all_logs(trained.run_id)]
+        # A workload log line that crossed as a Dagster Pipes message inside the job's std_log.
+        assert any(m.startswith("loaded 600 training and 200 held-out images") for m in messages)
+
+        # The registered version is the promoted model folder: deploy it and score a batch with it.
+        current = store.get_json("models/mnist/current.json")
+        [(name, version)] = fake.models
+        assert meta["azureml_model"].value == f"{name}:{version}"
+        assert (
+            fake.models[(name, version)] == f"azureml://datastores/{fake.datastore}/paths/{current['model']}"
+        )
+        fake.deployments["blue"] = (name, version)
+        fake.default_deployment = "blue"
+        batch = write_batch(tmp_path / "b1", n=50)
+        store.put_file("inference/b1/images.idx3-ubyte.gz", batch)
+        store.put_bytes("inference/b1/_SUCCESS", b"")
+        instance.add_dynamic_partitions(INFERENCE_BATCHES, ["b1"])
+        scored = dg.materialize(
+            [mnist_predictions], resources=resources, instance=instance, partition_key="b1"
+        )
+        assert scored.success
+        scored_meta = scored.asset_materializations_for_node("mnist_predictions")[0].metadata
+        assert scored_meta["images"].value == 50 and scored_meta["azureml_model"].value == f"{name}:{version}"
+        assert fake.submissions == 1 and fake.invocations == 1
+    finally:
+        fake.stop()

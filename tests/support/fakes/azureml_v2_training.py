@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -177,7 +178,9 @@ class FakeAzureMLV2(FakeAzureMLBatch):
         # The compute's `python` is the one running the tests; the command runs under a shell, as on AzureML.
         shim = base / "bin"
         shim.mkdir(parents=True, exist_ok=True)
-        (shim / "python").symlink_to(sys.executable)
+        # A script, not a symlink: a virtual environment is found from the path its python is started by.
+        (shim / "python").write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} "$@"\n')
+        (shim / "python").chmod(0o755)
         command = _REFERENCE.sub(lambda m: str(local[(m.group(1), m.group(2))]), props["command"])
         job.command = ["sh", "-c", command]
         job.env = {
