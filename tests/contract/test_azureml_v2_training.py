@@ -154,6 +154,7 @@ class InterruptedBackend(AzureMLCommandJobBackend):
 
 def test_cancel_from_dagster_cancels_the_command_job(fake: FakeAzureMLV2, store: ObjectStore) -> None:
     fake.run_s = 30
+    fake.server.inject("cancel", "503")  # the cancellation is retried, and reaches the job once
     with pytest.raises(DagsterExecutionInterruptedError):
         dg.materialize(
             [make_asset()], resources={"compute": backend(fake, InterruptedBackend), "storage": store}
@@ -162,6 +163,18 @@ def test_cancel_from_dagster_cancels_the_command_job(fake: FakeAzureMLV2, store:
     assert job.job.state == "Canceled"
     assert len(fake.server.calls_to("cancel", ok_only=True)) == 1
     assert not store.exists(f"{MODEL}/metrics.json")
+
+
+def test_a_store_or_workspace_the_job_cannot_use_is_refused_before_submitting(
+    fake: FakeAzureMLV2, store: ObjectStore, tmp_path: Path
+) -> None:
+    from resources.storage import LocalObjectStore
+
+    result = materialize(backend(fake), LocalObjectStore(root=str(tmp_path)))
+    assert "needs MNIST_STORAGE=azure_blob" in error_text(result)
+    result = materialize(backend(fake, service_url=None), store)
+    assert "set the workspace region (MNIST_AZUREML_REGION)" in error_text(result)
+    assert fake.submissions == 0
 
 
 ROUTES = ("job_put", "job", "history_details", "std_log", "model_put")

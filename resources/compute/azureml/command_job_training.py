@@ -44,7 +44,7 @@ from resources.azure.errors import PermanentAzureError, TransientAzureError
 from resources.azure.rest import ARM_SCOPE
 from resources.compute.base import STDERR_TAIL_LINES, JobState, JobStatus, WorkloadRequest
 from resources.compute.outputs import completion_marker, is_complete
-from resources.storage import ObjectStore
+from resources.storage import AzureBlobObjectStore, ObjectStore
 
 from .batch_endpoint_scoring import _STATES as JOB_STATES
 from .batch_endpoint_scoring import API_VERSION, DIGEST_PROPERTY, KEY_PROPERTY
@@ -133,6 +133,16 @@ class AzureMLCommandJobBackend(AzureMLBackend):
         return f"{self.job_prefix}-{request.task}-{request.key_digest}-{attempt}"
 
     # ---- the job protocol -------------------------------------------------------------------------
+    def check_store(self, store: ObjectStore) -> None:
+        """The job mounts its inputs and outputs from the datastore on the project's Blob container, and its
+        logs come from run history: refuse anything else before a job is submitted."""
+        if not isinstance(store, AzureBlobObjectStore):
+            raise PermanentAzureError(
+                "AzureML v2 training needs MNIST_STORAGE=azure_blob: the job reads and writes the project's Blob "
+                "container through the datastore registered on it (MNIST_AZUREML_DATASTORE)"
+            )
+        self._history()
+
     def _get_job(self, name: str) -> dict[str, Any] | None:
         try:
             return (
@@ -321,7 +331,11 @@ class AzureMLCommandJobBackend(AzureMLBackend):
             lines.append(f"command job {job_id}: {info.status}")
         if info.step.logs_done or info.status.lower() in _NOT_STARTED:
             return lines
-        read = self._history().run_log_lines(job_id, info.step, self._log_pipes, prefix=USER_LOGS)
+        try:
+            read = self._history().run_log_lines(job_id, info.step, self._log_pipes, prefix=USER_LOGS)
+        except TransientAzureError as err:
+            # Logs are best effort: run history being unavailable must not fail (or orphan) the job.
+            return [*lines, f"command job {job_id}: logs not readable now ({err.status or 'no answer'})"]
         info.tail.extend(read)
         if self._state(info.status).terminal:
             info.step.logs_done = True  # read once more after the end, then never again
