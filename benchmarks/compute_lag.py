@@ -1,6 +1,6 @@
 """Detection lag of remote compute backends: remote job finished -> Dagster notices, and status requests made.
 
-    python benchmarks/compute_lag.py [--durations 5 60 600] [--real-seconds 12] [--backends azureml-v1 azureml-v2]
+    python benchmarks/compute_lag.py [--durations 5 60 600] [--real-seconds 12] [--backends azureml-v1 azureml-v2 azureml-v2-training]
 
 Each backend runs simulated jobs on its contract fake (tests/support/fakes) whose clock is time-scaled: a
 600 s job takes `--real-seconds` of wall time; the backend's poll schedule is scaled by the same
@@ -128,7 +128,47 @@ def azureml_v2(scale: float) -> Harness:
     )
 
 
-HARNESSES: dict[str, Callable[[float], Harness]] = {"azureml-v1": azureml_v1, "azureml-v2": azureml_v2}
+def azureml_v2_training(scale: float) -> Harness:
+    from resources.compute.azureml import AzureMLCommandJobBackend
+    from tests.support.fakes.azureml_v2_training import FakeAzureMLV2
+
+    fake = FakeAzureMLV2(None, mode="simulate", queue_s=0.0, scale=scale).start()
+    backend = AzureMLCommandJobBackend(
+        subscription_id=fake.subscription,
+        resource_group=fake.resource_group,
+        workspace_name=fake.workspace,
+        datastore=fake.datastore,
+        arm_url=fake.url,
+        service_url=fake.url,
+        compute_name="cpu-cluster",
+        allow_http_loopback=True,
+        credential="python:tests.support.fakes.http:fake_credential",
+        **_poll_settings(scale),
+    )
+    request = WorkloadRequest(
+        "train", "bench/train", {"raw": "raw/mnist/r"}, {"model": "models/mnist/m"}, {"seed": 0}
+    )
+
+    def set_duration(seconds: float) -> None:
+        fake.run_s = seconds
+
+    return Harness(
+        backend,
+        request,
+        set_duration,
+        lambda job: fake.command_jobs[job].job.ended,
+        fake.clock.now,
+        lambda: len(fake.server.calls_to("job")),
+        lambda: len(fake.server.calls),
+        fake.stop,
+    )
+
+
+HARNESSES: dict[str, Callable[[float], Harness]] = {
+    "azureml-v1": azureml_v1,
+    "azureml-v2": azureml_v2,
+    "azureml-v2-training": azureml_v2_training,
+}
 
 
 @dataclass

@@ -1,8 +1,8 @@
-"""AzureML compute: training on a v1 PipelineEndpoint, scoring on a v2 batch endpoint."""
+"""AzureML compute: training on a v1 PipelineEndpoint or as a v2 command job, scoring on a v2 batch endpoint."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, PositiveFloat
 
@@ -20,11 +20,14 @@ def _true_or_false(value: Any) -> Any:
 
 # Exactly `true` or `false`, in any case (not pydantic's wider yes/no/1/0).
 TrueOrFalse = Annotated[bool, BeforeValidator(_true_or_false)]
+# How training runs on AzureML: a v1 PipelineEndpoint run (what ADF's Machine Learning Execute Pipeline
+# activity starts) or a v2 command job.
+TrainingJob = Literal["pipeline_endpoint", "command_job"]
 
 
 class AzureMLSettings(EnvironmentSettings):
-    """AzureML compute: training on a v1 PipelineEndpoint and scoring on a v2 batch endpoint, for the roles
-    whose compute is `azureml`.
+    """AzureML compute: training on a v1 PipelineEndpoint or as a v2 command job, and scoring on a v2 batch
+    endpoint, for the roles whose compute is `azureml`.
 
     Credentials: a service principal when AZURE_CLIENT_SECRET is set, else DefaultAzureCredential
     (managed identity, `az login`).
@@ -40,7 +43,8 @@ class AzureMLSettings(EnvironmentSettings):
     region: str | None = variable(
         "MNIST_AZUREML_REGION",
         None,
-        "workspace region, e.g. westeurope (the v1 service is https://<region>.api.azureml.ms)",
+        "workspace region, e.g. westeurope (v1 pipelines and run history, where v2 training reads job logs, are "
+        "https://<region>.api.azureml.ms)",
     )
     service_url: str | None = variable(
         "MNIST_AZUREML_SERVICE_URL", None, "v1 pipelines/run-history base URL instead of the regional one"
@@ -48,7 +52,7 @@ class AzureMLSettings(EnvironmentSettings):
     arm_url: str = variable(
         "MNIST_AZUREML_ARM_URL",
         "https://management.azure.com",
-        "Azure Resource Manager URL, for v2 batch endpoints",
+        "Azure Resource Manager URL, for v2 batch endpoints, command jobs and models",
     )
     datastore: str = variable(
         "MNIST_AZUREML_DATASTORE",
@@ -67,12 +71,31 @@ class AzureMLSettings(EnvironmentSettings):
         "v1: pin a pipeline version (unset: the endpoint's default version)",
     )
     training_experiment: str = variable(
-        "MNIST_AZUREML_TRAINING_EXPERIMENT", "mnist-training", "v1: experiment of training runs"
+        "MNIST_AZUREML_TRAINING_EXPERIMENT", "mnist-training", "experiment of training runs (v1) or jobs (v2)"
     )
     pipes: TrueOrFalse = variable(
         "MNIST_AZUREML_PIPES",
         True,
         "v1: true passes the Dagster Pipes bootstrap as a pipeline parameter; false lets allow_reuse work",
+    )
+    training: TrainingJob = variable(
+        "MNIST_AZUREML_TRAINING",
+        "pipeline_endpoint",
+        "how training runs: 'pipeline_endpoint' (v1, what ADF's Machine Learning Execute Pipeline starts) or "
+        "'command_job' (v2, a command job on a compute cluster)",
+    )
+    compute_cluster: str | None = variable(
+        "MNIST_AZUREML_COMPUTE_CLUSTER", None, "v2 training: the compute cluster command jobs run on"
+    )
+    training_environment: str = variable(
+        "MNIST_AZUREML_TRAINING_ENVIRONMENT",
+        "mnist-workload:1",
+        "v2 training: registered environment 'name:version' (or its ARM id) with workload/requirements.txt",
+    )
+    model_name: str = variable(
+        "MNIST_AZUREML_MODEL_NAME",
+        "mnist",
+        "v2 training: the model each trained model folder is registered as (version: the model version)",
     )
     batch_endpoint: str = variable(
         "MNIST_AZUREML_BATCH_ENDPOINT", "mnist-batch", "v2: scoring batch endpoint name"
@@ -119,6 +142,8 @@ class AzureMLSettings(EnvironmentSettings):
         }
         if "training" in roles:
             needed["MNIST_AZUREML_REGION"] = self.region or self.service_url
+            if self.training == "command_job":
+                needed["MNIST_AZUREML_COMPUTE_CLUSTER"] = self.compute_cluster
         return [name for name, value in needed.items() if not value]
 
     def identity(self) -> dict[str, Any]:

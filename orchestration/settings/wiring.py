@@ -75,8 +75,12 @@ def compute_backend(settings: Settings, role: ComputeRole) -> ComputeBackend:
 
 
 def azureml_backend(settings: Settings, role: ComputeRole) -> ComputeBackend:
-    """AzureML: training on the v1 PipelineEndpoint, scoring on the v2 batch endpoint."""
-    from resources.compute.azureml import AzureMLBatchEndpointBackend, AzureMLPipelineBackend
+    """AzureML: training on the v1 PipelineEndpoint or as a v2 command job, scoring on the v2 batch endpoint."""
+    from resources.compute.azureml import (
+        AzureMLBatchEndpointBackend,
+        AzureMLCommandJobBackend,
+        AzureMLPipelineBackend,
+    )
 
     if role == "ingest":
         raise SettingsError(
@@ -94,6 +98,17 @@ def azureml_backend(settings: Settings, role: ComputeRole) -> ComputeBackend:
         "poll_max_seconds": aml.poll_max,
         **aml.identity(),
     }
+    if role == "training" and aml.training == "command_job":
+        return AzureMLCommandJobBackend(
+            **common,
+            arm_url=aml.arm_url,
+            region=aml.region,
+            service_url=aml.service_url,
+            compute_name=str(aml.compute_cluster),  # checked by Settings.from_env for command_job
+            environment=aml.training_environment,
+            experiment_name=aml.training_experiment,
+            model_name=aml.model_name,
+        )
     if role == "training":
         return AzureMLPipelineBackend(
             **common,

@@ -119,10 +119,18 @@ class RunHistory:
                 step.logs_done = True  # read once more after the end, then never again
         return lines
 
-    def _read_logs(self, step_id: str, step: Step, pipes: LogLinePipesReader | None) -> list[str]:
+    def run_log_lines(
+        self, run_id: str, step: Step, pipes: LogLinePipesReader | None, prefix: str = ""
+    ) -> list[str]:
+        """New lines of one run's own log files whose names start with `prefix` (a v2 job is one run)."""
+        return self._read_logs(run_id, step, pipes, prefix)
+
+    def _read_logs(
+        self, step_id: str, step: Step, pipes: LogLinePipesReader | None, prefix: str = ""
+    ) -> list[str]:
         log_files = self.details(step_id).get("logFiles") or {}
         lines: list[str] = []
-        for name in sorted(log_files):
+        for name in sorted(n for n in log_files if n.startswith(prefix)):
             offset = step.log_offsets.get(name, 0)
             try:
                 body = self.log_files.call(
