@@ -1,6 +1,7 @@
 """All of the code location's settings, parsed once: one model per concern, checked together.
 
-`Settings.from_env()` reads every concern from the environment, refuses an unknown `MNIST_*` variable
+`Settings.from_env()` reads every concern from the environment (completed from the user's settings
+file, `.env` in the project root: `orchestration.settings.env_file`), refuses an unknown `MNIST_*` variable
 (a typo must not silently fall back to a default) and checks what the concerns ask of each other, so
 a bad configuration fails when the code location loads, with a message naming the variables.
 """
@@ -18,6 +19,7 @@ from orchestration.settings.azure_batch import AzureBatchSettings
 from orchestration.settings.azureml import AzureMLSettings
 from orchestration.settings.base import EnvironmentSettings, Variable, variables
 from orchestration.settings.compute import ComputeRole, ComputeSettings
+from orchestration.settings.env_file import ENV_FILE_VARIABLE, load_env_file
 from orchestration.settings.errors import SettingsError
 from orchestration.settings.mnist import QualitySettings, SourceSettings
 from orchestration.settings.storage import StorageSettings
@@ -47,8 +49,14 @@ class Settings(BaseModel):
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        """Every concern from `env` (default: the process environment), checked. Raises SettingsError."""
-        env = os.environ if env is None else env
+        """Every concern from `env`, checked. Raises SettingsError.
+
+        By default the process environment, into which the settings file's variables that it does not
+        set are put first (secrets are resolved from the process environment when a run starts).
+        """
+        if env is None:
+            load_env_file(os.environ)
+            env = os.environ
         _refuse_unknown(env)
         settings = cls(
             storage=StorageSettings.read(env),
@@ -129,7 +137,12 @@ def known_variables() -> list[Variable]:
 def _refuse_unknown(env: Mapping[str, str]) -> None:
     known = [var.name for var in known_variables()]
     unknown = sorted(
-        k for k in env if k.startswith(PREFIX) and not k.startswith(OTHER_PROGRAMS) and k not in known
+        k
+        for k in env
+        if k.startswith(PREFIX)
+        and not k.startswith(OTHER_PROGRAMS)
+        and k not in known
+        and k != ENV_FILE_VARIABLE
     )
     if unknown:
         listed = ", ".join(k for k in known if k.startswith(PREFIX))

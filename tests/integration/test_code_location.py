@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -81,3 +82,38 @@ def test_events_mode_gives_every_sensor_its_queue() -> None:
     # Dagster checks a sensor's resources only when it ticks: check them here.
     provided = set(repo.get_top_level_resources())
     assert all(s.required_resource_keys <= provided for s in repo.sensor_defs)
+
+
+SOURCE_PROBE = """
+import json
+from orchestration.definitions import defs
+print(json.dumps({"source": defs.resources["mnist_source"].location}))
+"""
+CODE = ("orchestration", "assets", "resources", "workload", "instance_plugins", "adf_bridge")
+
+
+def test_code_location_started_as_by_run_ui_reads_the_projects_settings_file(tmp_path: Path) -> None:
+    """`MNIST_SOURCE=... ./run demo`, then `./run ui`: the UI's runs must use the same source.
+
+    A copy of the project with a `.env` in its root; the code location is loaded as `./run ui` loads it:
+    a fresh interpreter started from $DAGSTER_HOME, with no MNIST_* variable in its environment.
+    """
+    root = tmp_path / "project"
+    for package in CODE:
+        shutil.copytree(PROJECT_ROOT / package, root / package, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(PROJECT_ROOT / "workspace.yaml", root / "workspace.yaml")
+    (root / ".env").write_text("# written after ./run demo said how\nMNIST_SOURCE=/srv/mnist-mirror\n")
+    home = root / ".dagster_home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE", "MNIST_"))}
+    env.update(HOME=str(tmp_path), DAGSTER_HOME=str(home), PYTHONPATH=str(root))
+    out = subprocess.run(
+        [sys.executable, "-c", SOURCE_PROBE],
+        cwd=home,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == {"source": "/srv/mnist-mirror"}
