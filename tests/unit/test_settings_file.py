@@ -70,11 +70,21 @@ def test_the_file_can_be_turned_off_and_a_missing_one_is_named(
         Settings.from_env()
 
 
-def test_an_unknown_setting_in_the_file_is_refused(environ: dict[str, str], tmp_path: Path) -> None:
+def test_a_bad_setting_in_the_file_is_refused_naming_the_file(
+    environ: dict[str, str], tmp_path: Path
+) -> None:
     env_file = tmp_path / ".env"
-    env_file.write_text("MNIST_SOURC=/typo\n")
+    env_file.write_text("MNIST_SOURC=/typo\nMNIST_MIN_ACCURACY=high\n")
     environ["MNIST_ENV_FILE"] = str(env_file)
-    with pytest.raises(SettingsError, match=r"unknown setting.*MNIST_SOURC"):
+    with pytest.raises(
+        SettingsError, match=rf"unknown setting\(s\) MNIST_SOURC \(set in {env_file}\); the known"
+    ):
+        Settings.from_env()
+
+    env_file.write_text("MNIST_MIN_ACCURACY=high\n")
+    for name in ("MNIST_SOURC", "MNIST_MIN_ACCURACY"):  # put into the environment by the first attempt
+        del environ[name]
+    with pytest.raises(SettingsError, match=rf"MNIST_MIN_ACCURACY: expected .*'high' \(set in {env_file}\)"):
         Settings.from_env()
 
 
