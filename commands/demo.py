@@ -47,10 +47,9 @@ def keep_hint(environ: Mapping[str, str], kept: Mapping[str, str], env_file: Pat
         lines.append(f"    echo {shlex.quote(f'{var.name}={shown}')} >> {shlex.quote(str(env_file))}")
     if not lines or env_file is None:
         return ""
-    where = env_file.relative_to(PROJECT_ROOT) if env_file.is_relative_to(PROJECT_ROOT) else env_file
     return (
-        f"  These settings came from your shell only; to keep them for ./run ui and the next commands ({where}):\n"
-        + "\n".join(lines)
+        f"  Settings from your shell hold for this command only; to keep them for ./run ui and the next "
+        f"commands, add them to {env_file.name} in the project:\n" + "\n".join(lines)
     )
 
 
