@@ -49,7 +49,7 @@ def keep_hint(environ: Mapping[str, str], kept: Mapping[str, str], env_file: Pat
         return ""
     return (
         f"  Settings from your shell hold for this command only; to keep them for ./run ui and the next "
-        f"commands, add them to {env_file.name} in the project:\n" + "\n".join(lines)
+        f"commands, add them to the settings file ({env_file.name}):\n" + "\n".join(lines)
     )
 
 
