@@ -5,9 +5,13 @@ from __future__ import annotations
 import base64
 import io
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import dagster as dg
 import numpy as np
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 
 def _png(image: object) -> bytes:
@@ -42,22 +46,47 @@ def digit_grid(
     return _png(sheet)
 
 
+# Axis titles of the confusion matrix: what its rows and its columns count.
+ROWS_TITLE = "true digit"
+COLUMNS_TITLE = "predicted digit"
+
+
+def _title(text: str) -> Image.Image:
+    """`text` in black on white, cropped to a 2-pixel border around its ink."""
+    from PIL import Image, ImageDraw
+
+    probe = ImageDraw.Draw(Image.new("L", (1, 1)))
+    left, top, right, bottom = probe.textbbox((0, 0), text)
+    label = Image.new("L", (int(right - left) + 4, int(bottom - top) + 4), 255)
+    ImageDraw.Draw(label).text((2 - left, 2 - top), text, fill=0)
+    return label
+
+
 def confusion_heatmap(matrix: np.ndarray, cell: int = 26) -> bytes:
-    """Confusion matrix as a heatmap: rows are true digits, columns predicted; counts in each cell."""
+    """Confusion matrix as a heatmap: rows are true digits, columns predicted; counts in each cell.
+
+    The axes are titled (`ROWS_TITLE` beside the rows, reading upwards; `COLUMNS_TITLE` above the columns).
+    """
     from PIL import Image, ImageDraw
 
     m = np.asarray(matrix, dtype=float)
     n = m.shape[0]
-    margin = 18
-    img = Image.new("RGB", (margin + n * cell, margin + n * cell), "white")
+    columns_title = _title(COLUMNS_TITLE)
+    rows_title = _title(ROWS_TITLE).rotate(90, expand=True)
+    top, left = columns_title.height, rows_title.width  # bands for the titles
+    margin = 18  # the digits 0-9 along each axis
+    x0, y0 = left + margin, top + margin  # where the grid starts
+    img = Image.new("RGB", (x0 + n * cell, y0 + n * cell), "white")
+    img.paste(columns_title.convert("RGB"), (x0 + max(0, (n * cell - columns_title.width) // 2), 0))
+    img.paste(rows_title.convert("RGB"), (0, y0 + max(0, (n * cell - rows_title.height) // 2)))
     draw = ImageDraw.Draw(img)
     row_totals = m.sum(1, keepdims=True)
     share = np.divide(m, row_totals, out=np.zeros_like(m), where=row_totals > 0)
     for i in range(n):
-        draw.text((4, margin + i * cell + cell // 3), str(i), fill="black")
-        draw.text((margin + i * cell + cell // 3, 4), str(i), fill="black")
+        draw.text((left + 4, y0 + i * cell + cell // 3), str(i), fill="black")
+        draw.text((x0 + i * cell + cell // 3, top + 4), str(i), fill="black")
         for j in range(n):
-            x, y = margin + j * cell, margin + i * cell
+            x, y = x0 + j * cell, y0 + i * cell
             if i == j:
                 shade = int(255 - 155 * share[i, j])
                 color = (shade, 255, shade)  # diagonal in green: correct

@@ -5,6 +5,7 @@ import dagster as dg
 from resources.compute import ComputeBackend, WorkloadRequest, idempotency_key
 from resources.storage import ObjectStore, validate_name
 
+from . import layout
 from .layout import BATCH_MARKER, CURRENT, MODELS_PREFIX, SCORED_WITH, batch_prefix, predictions_prefix
 from .model import mnist_model
 from .pictures import bar_chart, markdown_image
@@ -67,7 +68,7 @@ def mnist_predictions(
         immutable_inputs=frozenset({"model"}),
     )
     result = scoring_compute.run(context, request, storage)
-    storage.put_json(stamp, {"version": version, "model": model["version"]})
+    storage.put_json(stamp, layout.scored_with(version, model["version"], objects))
     return _result(
         storage,
         out,

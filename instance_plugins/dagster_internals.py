@@ -49,6 +49,9 @@ Run worker (run_worker, warm_process)
 - `capture_interrupts`: SIGINT in a step becomes DagsterExecutionInterruptedError (so remote compute
   jobs are cancelled), as `execute_run` wraps its body.
 - `DagsterInstance.add_run_tags` (not marked public): a run worker records its pid in the run's tags.
+- `HIDDEN_TAG_PREFIX`: that tag's prefix, so the UI does not show it on every run (GraphQL drops the
+  tags `get_tag_type` calls HIDDEN, as for Dagster's own `.dagster/grpc_info`). No public API marks a
+  tag as hidden.
 
 Run coordinator (run_coordinator)
 - `QueuedRunCoordinator` (a public class), subclassed: its `config_type` (a dict of Fields, extended),
@@ -70,7 +73,7 @@ from dagster._config.config_schema import UserConfigSchema
 from dagster._core.code_pointer import ModuleCodePointer, PackageCodePointer
 from dagster._core.instance import InstanceRef
 from dagster._core.launcher.base import CheckRunHealthResult, LaunchRunContext, RunLauncher, WorkerStatus
-from dagster._core.storage.tags import GRPC_INFO_TAG
+from dagster._core.storage.tags import GRPC_INFO_TAG, HIDDEN_TAG_PREFIX
 from dagster._serdes import ConfigurableClass
 from dagster._serdes.config_class import ConfigurableClassData
 from dagster._utils.interrupts import capture_interrupts
@@ -78,6 +81,7 @@ from dagster._utils.interrupts import capture_interrupts
 __all__ = [
     "EXECUTE_RUN_MODULE",
     "GRPC_INFO_TAG",
+    "HIDDEN_TAG_PREFIX",
     "RELIED_UPON",
     "CheckRunHealthResult",
     "ConfigurableClass",
@@ -232,6 +236,11 @@ RELIED_UPON: tuple[Internal, ...] = (
     Internal("dagster:DagsterInstance.from_ref", "the run worker's instance", args=("instance_ref",)),
     Internal("dagster._utils.interrupts:capture_interrupts", "the SIGINT handling of a run worker", args=()),
     Internal("dagster:DagsterInstance.add_run_tags", "the run worker's tag", args=("run_id", "new_tags")),
+    Internal(
+        "dagster._core.storage.tags:HIDDEN_TAG_PREFIX",
+        "the prefix that keeps the run worker's tag out of the UI",
+        value_type=str,
+    ),
     # Run coordinator
     Internal(
         "dagster:QueuedRunCoordinator",

@@ -18,10 +18,16 @@ from typing import Any
 
 import dagster as dg
 
-from instance_plugins.dagster_internals import InstanceRef, capture_interrupts, execute_run_command_body
+from instance_plugins.dagster_internals import (
+    HIDDEN_TAG_PREFIX,
+    InstanceRef,
+    capture_interrupts,
+    execute_run_command_body,
+)
 
 # Run tag of a run started by the warm launcher: {"pid": int, "host": str, "start": kernel start time}.
-WORKER_TAG = "mnist/run_worker"
+# Under Dagster's hidden prefix: the UI does not show it (it means nothing to a user).
+WORKER_TAG = f"{HIDDEN_TAG_PREFIX}mnist/run_worker"
 
 
 def _proc_stat(pid: int) -> tuple[str, int] | None:

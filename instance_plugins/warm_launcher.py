@@ -15,8 +15,9 @@ and `check_run_worker_health` work from any process on that host (the webserver,
 Fallback: a run whose code location is not the one preloaded (another module, another interpreter or
 working directory) or whose module failed to import in the warm process is launched by the
 DefaultRunLauncher, exactly as before. Code changes: every launch compares the modification times of
-the project files the warm process imported with what it saw; on any change the warm process is
-replaced before the run starts (that launch pays a normal cold start). Installed packages (Dagster
+the project files the warm process imported, and of the user's settings file (`.env`, whose variables
+the run workers inherit), with what it saw; on any change the warm process is replaced before the run
+starts (that launch pays a normal cold start). Installed packages (Dagster
 itself) are not watched: restart the daemon after upgrading them, as you would anyway.
 """
 

@@ -9,7 +9,7 @@ run it is asked for.
 Protocol: JSON lines over a socket pair inherited as `--fd`, the launcher asking and the warm process
 answering, one line each:
 - {"instance_ref": <serialized InstanceRef>} -> {"modules": {module: import error or null},
-  "files": {path: [mtime_ns, size]}, "threads": int}: sent once, when it starts. The instance ref goes
+  "files": {path: [mtime_ns, size], or [-1, -1] for an absent settings file}, "threads": int}: sent once, when it starts. The instance ref goes
   over the socket, not the command line, where `ps` would show it.
 - {"run_id": str, "instance_ref": str} -> {"pid": int} or {"error": str}: fork a run worker.
 The warm process ends when its socket closes. Run it only through the launcher.
@@ -44,6 +44,11 @@ from instance_plugins.run_worker import execute_run
 _MTIME_MARGIN_NS = 2_000_000_000
 # A warm process whose preload failed is retried at most this often (each retry is a cold import).
 _RETRY_FAILED_PRELOAD_SECONDS = 10.0
+# The module that reads the user's settings file (.env) into the environment the run workers inherit;
+# its `env_file_path()` is watched like the project's source files. No import: only if it was preloaded.
+SETTINGS_FILE_MODULE = "orchestration.settings.env_file"
+# (mtime_ns, size) recorded for a watched file that did not exist: its creation is a change.
+_ABSENT = (-1, -1)
 
 
 class WarmProcessError(RuntimeError):
@@ -114,7 +119,11 @@ class WarmProcess:
             try:
                 st = Path(path).stat()
             except OSError:
+                if seen == _ABSENT:
+                    continue
                 return f"{path} was removed"
+            if seen == _ABSENT:
+                return f"{path} was created"
             if (st.st_mtime_ns, st.st_size) != seen or seen[0] > self.started_ns - _MTIME_MARGIN_NS:
                 return f"{path} changed"
         return None
@@ -145,6 +154,20 @@ def _project_files(working_directory: str) -> dict[str, tuple[int, int]]:
             st = Path(path).stat()
             files[path] = (st.st_mtime_ns, st.st_size)
     return files
+
+
+def _settings_files() -> dict[str, tuple[int, int]]:
+    """The user's settings file the preloaded code read (see `SETTINGS_FILE_MODULE`), even when absent:
+    run workers inherit what it held, so creating, editing or removing it replaces the warm process."""
+    module = sys.modules.get(SETTINGS_FILE_MODULE)
+    path = module.env_file_path() if module is not None else None
+    if path is None:
+        return {}
+    try:
+        st = Path(path).stat()
+    except OSError:
+        return {os.path.realpath(path): _ABSENT}
+    return {os.path.realpath(path): (st.st_mtime_ns, st.st_size)}
 
 
 def _reap(_signum: int, _frame: object) -> None:
@@ -194,7 +217,7 @@ def _serve(sock: socket.socket, working_directory: str, preload: Sequence[str]) 
     gc.freeze()
     ready = {
         "modules": modules,
-        "files": _project_files(working_directory),
+        "files": {**_project_files(working_directory), **_settings_files()},
         "threads": threading.active_count(),
     }
     sock.sendall(json.dumps(ready).encode() + b"\n")

@@ -1,7 +1,10 @@
 """The gateway's own settings, the `MNIST_GATEWAY_*` variables: one pydantic-settings model.
 
 The gateway owns this prefix (the code location ignores it) and reads nothing else: no code-location
-setting, no import of the code location. `GatewaySettings.from_env` is the one reader of the environment.
+setting, no import of the code location. `GatewaySettings.from_env` is the one reader of the environment,
+completed from the user's settings file as every command's is: `.env` in the project root, or the file
+`MNIST_ENV_FILE` names (none when it is set empty); a variable set in the environment wins over the file
+(the rule of `orchestration.settings.env_file`, which this program must not import).
 """
 
 from __future__ import annotations
@@ -14,10 +17,15 @@ from pathlib import Path
 from typing import Any, Literal, Self
 
 import yaml
+from dotenv import dotenv_values
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from adf_bridge.jobs_manifest import DEFAULT_PATH as DEFAULT_JOBS_MANIFEST
+from adf_bridge.jobs_manifest import PROJECT_ROOT
+
+ENV_FILE_VARIABLE = "MNIST_ENV_FILE"
+DEFAULT_ENV_FILE = PROJECT_ROOT / ".env"
 
 PREFIX = "MNIST_GATEWAY_"
 # Settings that only one authentication mode reads; the other mode ignores them (they are not checked).
@@ -135,7 +143,7 @@ class GatewaySettings(BaseSettings):
         An empty variable counts as unset, but `MNIST_GATEWAY_AUTH`, when set, must name a mode. Raises
         `GatewaySettingsError` for an unknown `MNIST_GATEWAY_*` variable (listing the known ones) and for
         any value that is missing or malformed."""
-        env = os.environ if env is None else env
+        env = {**env_file_values(os.environ), **os.environ} if env is None else env
         variables = cls.variables()
         known = set(variables.values())
         unknown = sorted(k for k in env if k.startswith(PREFIX) and k not in known)
@@ -257,6 +265,26 @@ class GatewaySettings(BaseSettings):
             if not self.identities:
                 raise ValueError(NO_IDENTITIES)
         return self
+
+
+def env_file_path(environ: Mapping[str, str]) -> Path | None:
+    """The user's settings file: `MNIST_ENV_FILE` when set (None when set empty), else `.env` in the project root."""
+    given = environ.get(ENV_FILE_VARIABLE)
+    if given is None:
+        return DEFAULT_ENV_FILE
+    return Path(given).expanduser() if given.strip() else None
+
+
+def env_file_values(environ: Mapping[str, str]) -> dict[str, str]:
+    """The variables the user's settings file sets (none when there is no file)."""
+    path = env_file_path(environ)
+    if path is None or (path == DEFAULT_ENV_FILE and not path.is_file()):
+        return {}
+    if not path.is_file():
+        raise GatewaySettingsError(
+            f"{ENV_FILE_VARIABLE}: expected a settings file, found {str(path)!r}: no such file"
+        )
+    return {name: value for name, value in dotenv_values(path).items() if value is not None}
 
 
 def _describe(error: ValidationError, variables: Mapping[str, str]) -> str:

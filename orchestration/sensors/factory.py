@@ -13,7 +13,14 @@ from dataclasses import dataclass
 import dagster as dg
 from dagster._core.storage.tags import RUN_KEY_TAG
 
-from assets.layout import INFERENCE_PREFIX, TRAINING_PREFIX
+from assets.layout import (
+    INFERENCE_PREFIX,
+    SCORED_WITH,
+    TRAINING_PREFIX,
+    batch_files_digest,
+    batch_prefix,
+    predictions_prefix,
+)
 from assets.predictions import INFERENCE_BATCHES, inference_batches
 from orchestration.jobs import score_batch, train_model
 from orchestration.sensors.completeness import BatchRules, BatchState, run_key
@@ -40,6 +47,20 @@ class WatchedArea:
     describe: Callable[[str, str], str]  # (when a folder is complete, how it is noticed) -> description
     events_resource: str  # events mode: resource key of the storage queue of this area's blob events
     partitions: dg.DynamicPartitionsDefinition | None = None  # each folder becomes a partition of these
+    # Why a complete folder version needs no run although none was requested for it (None: it does).
+    done: Callable[[ObjectStore, BatchState], str | None] | None = None
+
+
+def _already_scored(store: ObjectStore, state: BatchState) -> str | None:
+    """Why the batch needs no scoring run: its current files are the ones its predictions were made from
+    (the `files` digest that mnist_predictions records beside them). None when they are not, or unknown."""
+    stamp = f"{predictions_prefix(state.batch_id)}/{SCORED_WITH}"
+    if not store.exists(stamp):
+        return None
+    scored = store.get_json(stamp).get("files")
+    if scored is None or scored != batch_files_digest(store.list(batch_prefix(state.batch_id) + "/")):
+        return None
+    return f"{state.batch_id}: its current files were scored already ({stamp})"
 
 
 def _score_request(state: BatchState) -> dg.RunRequest:
@@ -67,10 +88,12 @@ INFERENCE = WatchedArea(
     describe=lambda completion, mode: (
         f"Scores each inference batch (a folder under `{INFERENCE_PREFIX}/`) once it is complete: when "
         f"{completion}. Adds the batch as a partition of mnist_predictions and requests exactly one "
-        f"score_batch run per batch version (run key: folder + digest of its objects' etags). Watches by {mode}."
+        f"score_batch run per batch version (run key: folder + digest of its objects' etags), none for files "
+        f"that were scored already. Watches by {mode}."
     ),
     events_resource=INFERENCE_EVENTS,
     partitions=inference_batches,
+    done=_already_scored,
 )
 TRAINING = WatchedArea(
     sensor_name="training_data_sensor",
@@ -138,12 +161,21 @@ def build_sensor(
                 rotate=ROTATE_PER_TICK, long_poll_seconds=long_poll_seconds, ledger=ledger,
                 full_pass_seconds=settings.full_pass_seconds,
             )  # fmt: skip
-        return _result(context, plan, area)
+        return _result(context, plan, area, store)
 
     return watch
 
 
-def _result(context: dg.SensorEvaluationContext, plan: TickPlan, area: WatchedArea) -> dg.SensorResult:
+def _result(
+    context: dg.SensorEvaluationContext, plan: TickPlan, area: WatchedArea, store: ObjectStore
+) -> dg.SensorResult:
+    ready = []
+    for state in plan.ready:
+        done = area.done(store, state) if area.done is not None else None
+        if done is None:
+            ready.append(state)
+        else:
+            plan.notes.append(f"{done}: no run")  # remembered in the cursor, not looked at again
     for note in plan.notes:
         context.log.info(note)
     partitions = area.partitions
@@ -153,18 +185,18 @@ def _result(context: dg.SensorEvaluationContext, plan: TickPlan, area: WatchedAr
         new_partitions = sorted(
             {
                 s.batch_id
-                for s in plan.ready
+                for s in ready
                 if not context.instance.has_dynamic_partition(partitions.name, s.batch_id)
             }
         )
     skip = None
-    if not plan.ready:
+    if not ready:
         shown = "; ".join(plan.notes[:5]) + (
             f"; and {len(plan.notes) - 5} more" if len(plan.notes) > 5 else ""
         )
-        skip = dg.SkipReason(f"nothing new is complete ({shown})" if shown else "no new or changed folders")
+        skip = dg.SkipReason(f"no run to request ({shown})" if shown else "no new or changed folders")
     return dg.SensorResult(
-        run_requests=[area.request(s) for s in plan.ready],
+        run_requests=[area.request(s) for s in ready],
         dynamic_partitions_requests=[partitions.build_add_request(new_partitions)]
         if new_partitions and partitions
         else [],

@@ -142,11 +142,16 @@ def _requested(plan: TickPlan, state: BatchState) -> bool:
 
 
 def _consider(plan: TickPlan, state: BatchState, waiting: list[str] | None = None) -> None:
-    if state.complete and not _requested(plan, state):
+    notes = plan.notes if waiting is None else waiting
+    if state.complete and state.files == 0:
+        # A marker alone: a run would fail on a folder with nothing in it. Files landing later change
+        # the folder's version, and it becomes a run then.
+        notes.append(f"{state.batch_id}: complete ({state.reason}), but it holds no data files: no run")
+    elif state.complete and not _requested(plan, state):
         plan.ready.append(state)
         plan.cursor.remember(state.batch_id, state.version)
     elif not state.complete:
-        (plan.notes if waiting is None else waiting).append(f"{state.batch_id}: {state.reason}")
+        notes.append(f"{state.batch_id}: {state.reason}")
 
 
 def _reject_if_bad(plan: TickPlan, folder: str) -> bool:

@@ -1,6 +1,7 @@
 """All of the code location's settings, parsed once: one model per concern, checked together.
 
-`Settings.from_env()` reads every concern from the environment, refuses an unknown `MNIST_*` variable
+`Settings.from_env()` reads every concern from the environment (completed from the user's settings
+file, `.env` in the project root: `orchestration.settings.env_file`), refuses an unknown `MNIST_*` variable
 (a typo must not silently fall back to a default) and checks what the concerns ask of each other, so
 a bad configuration fails when the code location loads, with a message naming the variables.
 """
@@ -18,6 +19,7 @@ from orchestration.settings.azure_batch import AzureBatchSettings
 from orchestration.settings.azureml import AzureMLSettings
 from orchestration.settings.base import EnvironmentSettings, Variable, variables
 from orchestration.settings.compute import ComputeRole, ComputeSettings
+from orchestration.settings.env_file import ENV_FILE_VARIABLE, env_file_path, load_env_file
 from orchestration.settings.errors import SettingsError
 from orchestration.settings.mnist import QualitySettings, SourceSettings
 from orchestration.settings.storage import StorageSettings
@@ -47,19 +49,35 @@ class Settings(BaseModel):
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        """Every concern from `env` (default: the process environment), checked. Raises SettingsError."""
-        env = os.environ if env is None else env
-        _refuse_unknown(env)
-        settings = cls(
-            storage=StorageSettings.read(env),
-            compute=ComputeSettings.read(env),
-            source=SourceSettings.read(env),
-            quality=QualitySettings.read(env),
-            sensors=SensorSettings.read(env),
-            azureml=AzureMLSettings.read(env),
-            azure_batch=AzureBatchSettings.read(env),
-        )
-        settings._check()
+        """Every concern from `env`, checked. Raises SettingsError.
+
+        By default the process environment, into which the settings file's variables that it does not
+        set are put first (secrets are resolved from the process environment when a run starts).
+        """
+        from_file: dict[str, str] = {}
+        if env is None:
+            from_file = load_env_file(os.environ)
+            env = os.environ
+        where = f" (set in {env_file_path(env)})"
+        _refuse_unknown(env, {name: where for name in from_file})
+        try:
+            settings = cls(
+                storage=StorageSettings.read(env),
+                compute=ComputeSettings.read(env),
+                source=SourceSettings.read(env),
+                quality=QualitySettings.read(env),
+                sensors=SensorSettings.read(env),
+                azureml=AzureMLSettings.read(env),
+                azure_batch=AzureBatchSettings.read(env),
+            )
+            settings._check()
+        except SettingsError as exc:
+            # A problem with a variable from the settings file says so: that is where the user must look.
+            problems = str(exc).split("; ")
+            marked = [p + where if p.split(":", 1)[0] in from_file else p for p in problems]
+            if marked != problems:
+                raise SettingsError("; ".join(marked)) from None
+            raise
         return settings
 
     def _check(self) -> None:
@@ -126,13 +144,21 @@ def known_variables() -> list[Variable]:
     return [var for model in concerns().values() for var in variables(model)]
 
 
-def _refuse_unknown(env: Mapping[str, str]) -> None:
+def _refuse_unknown(env: Mapping[str, str], where: Mapping[str, str]) -> None:
+    """Refuse unknown `MNIST_*` variables; `where` says where a variable was set, by name, when it was
+    not the environment."""
     known = [var.name for var in known_variables()]
     unknown = sorted(
-        k for k in env if k.startswith(PREFIX) and not k.startswith(OTHER_PROGRAMS) and k not in known
+        k
+        for k in env
+        if k.startswith(PREFIX)
+        and not k.startswith(OTHER_PROGRAMS)
+        and k not in known
+        and k != ENV_FILE_VARIABLE
     )
     if unknown:
         listed = ", ".join(k for k in known if k.startswith(PREFIX))
         raise SettingsError(
-            f"unknown setting(s) {', '.join(unknown)}; the known {PREFIX}* settings are: {listed}"
+            f"unknown setting(s) {', '.join(k + where.get(k, '') for k in unknown)}; the known {PREFIX}* "
+            f"settings are: {listed}"
         )

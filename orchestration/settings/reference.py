@@ -24,6 +24,7 @@ from pydantic_settings import BaseSettings
 
 from orchestration.settings.aggregate import OTHER_PROGRAMS, PREFIX, concerns
 from orchestration.settings.base import PROJECT_ROOT, Variable, variables
+from orchestration.settings.env_file import SettingsFileSettings
 
 REFERENCE = PROJECT_ROOT / "docs" / "configuration.md"
 GATEWAY_MODULE = "adf_bridge.gateway.settings"
@@ -43,7 +44,7 @@ def gateway_settings() -> type[BaseSettings] | None:
 
 def documented_models() -> list[type[BaseSettings]]:
     """Every settings model of the project: the code location's concerns, then the gateway's."""
-    models: list[type[BaseSettings]] = list(concerns().values())
+    models: list[type[BaseSettings]] = [SettingsFileSettings, *concerns().values()]
     if (gateway := gateway_settings()) is not None:
         models.append(gateway)
     return models
@@ -114,6 +115,10 @@ def render(models: Sequence[type[BaseSettings]]) -> str:
         "checks them itself. A bad value is reported with the variable, what was expected and what was found, "
         "when the code location loads: also the value of a backend that is not chosen, so a mistake shows "
         "at once rather than on the day that backend is switched on.",
+        "",
+        "Settings kept in `.env` in the project root (the directory holding `workspace.yaml`, where `./run` "
+        "runs every command) hold for every command: the code location and the gateway read it, and a variable "
+        "set in the environment wins over it (`.env.example` shows the format; `MNIST_ENV_FILE` below).",
         "",
         "Secrets are never read by the code location: resources receive a reference to the variable, "
         "resolved when a run uses the resource, so values never reach logs, metadata or error messages.",

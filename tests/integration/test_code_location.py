@@ -2,9 +2,13 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import pytest
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -81,3 +85,82 @@ def test_events_mode_gives_every_sensor_its_queue() -> None:
     # Dagster checks a sensor's resources only when it ticks: check them here.
     provided = set(repo.get_top_level_resources())
     assert all(s.required_resource_keys <= provided for s in repo.sensor_defs)
+
+
+SOURCE_PROBE = """
+import json
+from orchestration.definitions import defs
+print(json.dumps({"source": defs.resources["mnist_source"].location}))
+"""
+CODE = ("orchestration", "assets", "resources", "workload", "instance_plugins", "adf_bridge")
+
+
+def _project_copy(tmp_path: Path) -> Path:
+    """The project's code and workspace.yaml under `tmp_path/project`, without its .env."""
+    root = tmp_path / "project"
+    for package in CODE:
+        shutil.copytree(PROJECT_ROOT / package, root / package, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(PROJECT_ROOT / "workspace.yaml", root / "workspace.yaml")
+    return root
+
+
+def test_code_location_started_as_by_run_ui_reads_the_projects_settings_file(tmp_path: Path) -> None:
+    """`MNIST_SOURCE=... ./run demo`, then `./run ui`: the UI's runs must use the same source.
+
+    A copy of the project with a `.env` in its root; the code location is loaded as `./run ui` loads it:
+    a fresh interpreter started from $DAGSTER_HOME, with no MNIST_* variable in its environment.
+    """
+    root = _project_copy(tmp_path)
+    (root / ".env").write_text("# written after ./run demo said how\nMNIST_SOURCE=/srv/mnist-mirror\n")
+    home = root / ".dagster_home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE", "MNIST_"))}
+    env.update(HOME=str(tmp_path), DAGSTER_HOME=str(home), PYTHONPATH=str(root))
+    out = subprocess.run(
+        [sys.executable, "-c", SOURCE_PROBE],
+        cwd=home,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == {"source": "/srv/mnist-mirror"}
+
+
+def test_warm_process_for_run_workers_reads_the_settings_file_and_restarts_when_it_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Runs from the UI start as forks of the warm process: they must see the settings file too, and
+    an edited file must not leave them with the old values."""
+    import dagster as dg
+
+    from instance_plugins.warm_process import WarmProcess
+
+    root = _project_copy(tmp_path)
+    env_file = root / ".env"
+    env_file.write_text("MNIST_SOURCE=/srv/mnist-mirror\n")
+    a_while_ago = time.time() - 60  # not "written as the warm process started", which counts as changed
+    os.utime(env_file, (a_while_ago, a_while_ago))
+    # A second preload module, imported after the code location: what the environment that run workers
+    # are forked with holds.
+    seen = tmp_path / "seen"
+    (root / "probe.py").write_text(f"import os\nopen({str(seen)!r}, 'w').write(os.environ['MNIST_SOURCE'])\n")
+    for name in [k for k in os.environ if k.startswith(("AZURE", "MNIST_"))]:
+        monkeypatch.delenv(name)  # the warm process inherits the launcher's (this process's) environment
+    (tmp_path / "home").mkdir()
+    with dg.instance_for_test(temp_dir=str(tmp_path / "home")) as instance:
+        warm = WarmProcess.start(
+            (sys.executable, str(root)),
+            ["orchestration.definitions", "probe"],
+            dg.serialize_value(instance.get_ref()),
+            timeout=120,
+        )
+        try:
+            assert warm.modules == {"orchestration.definitions": None, "probe": None}
+            assert seen.read_text() == "/srv/mnist-mirror"
+            assert warm.stale_reason() is None
+            env_file.write_text("MNIST_SOURCE=/srv/another-mirror\n")
+            assert warm.stale_reason() == f"{env_file.resolve()} changed"
+        finally:
+            warm.close()

@@ -94,6 +94,63 @@ def test_marker_completes_batch_exactly_once(store: ObjectStore) -> None:
     assert keys(t.tick()) == []
 
 
+def test_a_folder_with_only_its_marker_is_a_skip_that_says_why(store: ObjectStore) -> None:
+    t = Ticker(sensors()["inference_batch_sensor"], {"storage": store})
+    store.put_bytes("inference/b1/_SUCCESS", b"")
+    first = t.tick()
+    assert keys(first) == [], "a batch without images would only make a failed run"
+    assert "b1: complete (_SUCCESS present), but it holds no data files: no run" in skip(first)
+
+    store.put_bytes("inference/b1/a.idx3-ubyte", DATA)  # the files land after the marker
+    assert [r.partition_key for r in t.tick().run_requests or []] == ["b1"]
+
+
+def test_a_training_set_with_only_its_marker_is_a_skip(store: ObjectStore) -> None:
+    t = Ticker(sensors()["training_data_sensor"], {"storage": store})
+    store.put_bytes("training/s1/_SUCCESS", b"")
+    result = t.tick()
+    assert keys(result) == [] and "s1: complete (_SUCCESS present), but it holds no data files" in skip(
+        result
+    )
+
+
+def scored(store: ObjectStore, batch: str) -> None:
+    """Record that the batch's current files were scored, as mnist_predictions does after scoring."""
+    from assets.layout import SCORED_WITH, predictions_prefix, scored_with
+
+    files = store.list(f"inference/{batch}/")
+    store.put_json(
+        f"{predictions_prefix(batch)}/{SCORED_WITH}", scored_with("v-predictions", "v-model", files)
+    )
+
+
+def test_batches_whose_files_were_scored_already_are_not_requested(store: ObjectStore) -> None:
+    """Switching the sensor on over a container full of scored batches starts no run for them."""
+    for batch in ("old-1", "old-2", "new"):
+        store.put_bytes(f"inference/{batch}/a.idx3-ubyte", DATA)
+        store.put_bytes(f"inference/{batch}/_SUCCESS", b"")
+    scored(store, "old-1")
+    scored(store, "old-2")
+    t = Ticker(sensors()["inference_batch_sensor"], {"storage": store})
+
+    first = t.tick()
+    assert [r.partition_key for r in first.run_requests or []] == ["new"]
+    assert keys(t.tick()) == []
+
+    store.put_bytes("inference/old-1/a.idx3-ubyte", DATA)  # re-uploaded: these files were not scored
+    changed = t.tick()
+    assert [r.partition_key for r in changed.run_requests or []] == ["old-1"]
+
+
+def test_a_tick_with_only_scored_batches_says_so(store: ObjectStore) -> None:
+    store.put_bytes("inference/old/a.idx3-ubyte", DATA)
+    store.put_bytes("inference/old/_SUCCESS", b"")
+    scored(store, "old")
+    result = Ticker(sensors()["inference_batch_sensor"], {"storage": store}).tick()
+    assert keys(result) == []
+    assert "old: its current files were scored already (predictions/old/_scored_with.json)" in skip(result)
+
+
 def test_empty_and_temporary_objects_do_not_count(store: ObjectStore) -> None:
     t = Ticker(sensors()["inference_batch_sensor"], {"storage": store})
     store.put_bytes("inference/b1/a.idx3-ubyte", DATA)
@@ -183,6 +240,7 @@ def test_cursor_stays_bounded_and_the_run_ledger_remembers_the_rest(tmp_path: An
     store = LocalObjectStore(root=str(tmp_path))
     n = RECENT_LIMIT + 200
     for i in range(n):
+        store.put_bytes(f"inference/b{i:05d}/a.idx3-ubyte", DATA)
         store.put_bytes(f"inference/b{i:05d}/_SUCCESS", b"")
     t = Ticker(sensors(max_per_tick=n)["inference_batch_sensor"], {"storage": store})
     assert len(keys(t.tick())) == n
