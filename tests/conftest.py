@@ -8,6 +8,7 @@ saying where it belongs instead.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -20,6 +21,9 @@ from tests.support.azurite import AZURITE, run_azurite
 from tests.support.synthetic import write_source
 
 LAYERS = ("unit", "contract", "integration", "e2e")
+# Tests set the settings they need: a developer's ./.env (orchestration/settings/env_file.py) must not
+# change them, also when pytest is run without ./run.
+os.environ["MNIST_ENV_FILE"] = ""
 TESTS_ROOT = Path(__file__).resolve().parent
 
 
