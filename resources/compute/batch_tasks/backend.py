@@ -128,10 +128,13 @@ class AzureBatchBackend(AzureBatchConfig):
         digest = upload_workload(self, blob)
         data_sas = container_sas_url(blob, blob.container, "rcwl", self.sas_hours)
         job_id = self._fresh_job_id(request)
-        self.create_job(job_id, request)
         task = task_body(self, request, job_id, digest, data_sas, {**env, **pipes_env(self, blob)})
-        # TaskExists: an earlier attempt of this very call created it and its response was lost.
+        # The order matters: a job set to terminatejob while it has no task counts as "all tasks complete"
+        # and ends at once (taking an auto pool with it), so the task is added to a noaction job, which is
+        # then set to end with its task.
+        self.create_job(job_id, request)
         client = self.service().client
+        # TaskExists: an earlier attempt of this very call created it and its response was lost.
         self.service().call(
             "create_task",
             client.create_task,
@@ -139,6 +142,7 @@ class AzureBatchBackend(AzureBatchConfig):
             models.BatchTaskCreateOptions(task),
             exists_ok=("TaskExists",),
         )
+        self.end_with_task(job_id)
         return job_id
 
     def _fresh_job_id(self, request: WorkloadRequest) -> str:
@@ -158,8 +162,8 @@ class AzureBatchBackend(AzureBatchConfig):
             "id": job_id,
             "displayName": f"{request.task} {request.idempotency_key}"[:1024],
             "poolInfo": self.pools().info(),
-            # The job completes with its task, which is what lets an auto pool go and retention apply.
-            "onAllTasksComplete": "terminatejob",
+            # Not terminatejob yet: with no task the job would complete at once (see `submit`).
+            "onAllTasksComplete": "noaction",
             "metadata": [
                 *OWNER_METADATA,
                 {"name": "idempotency-key", "value": request.idempotency_key[:512]},
@@ -168,6 +172,23 @@ class AzureBatchBackend(AzureBatchConfig):
         client = self.service().client
         self.service().call(
             "create_job", client.create_job, models.BatchJobCreateOptions(body), exists_ok=("JobExists",)
+        )
+
+    def end_with_task(self, job_id: str) -> None:
+        """Set the job to complete when its task does, which lets an auto pool go and retention apply.
+
+        A PATCH of `onAllTasksComplete` only (a PUT would reset the job's metadata and priority). Safe to
+        repeat: the same value again changes nothing, and a job already completed (it ended with its task
+        before a retried update arrived, or was terminated) has nothing left to set.
+        """
+        from azure.batch import models  # noqa: TID251 (lazy: only when Batch is used)
+
+        self.service().call(
+            "update_job",
+            self.service().client.update_job,
+            job_id,
+            models.BatchJobUpdateOptions(all_tasks_complete_mode="terminatejob"),
+            exists_ok=("JobCompleted",),
         )
 
     def status(self, job_id: str) -> JobStatus:
