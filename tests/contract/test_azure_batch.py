@@ -16,6 +16,7 @@ from dagster._core.errors import DagsterExecutionInterruptedError
 
 from resources.compute import ComputeBackend, JobState, JobStatus, WorkloadRequest, idempotency_key
 from resources.compute.batch_tasks import AzureBatchBackend, AzureBatchError
+from resources.compute.batch_tasks.backend import SUBMIT_FAILED_REASON
 from resources.storage import AzureBlobObjectStore
 from tests.support.fakes.azure_batch import BatchFake
 from tests.support.remote import error_text as failure_text
@@ -238,6 +239,7 @@ FAULT_RUNS = [
         ("Tasks_CreateTask", "slow"),
         ("Tasks_GetTask", "503"),
         ("Pools_ResizePool", "500"),
+        ("Jobs_UpdateJob", "503"),
     ],
 ]
 
@@ -473,8 +475,13 @@ class CrashBeforeUpdateBackend(AzureBatchBackend):
     def end_with_task(self, job_id: str) -> None:
         if not CRASHES:
             CRASHES.append(job_id)
-            raise RuntimeError("step process lost")  # not an Azure error: nothing cleans up after it
+            raise RuntimeError("step process lost")
         super().end_with_task(job_id)
+
+    def _terminate(self, job_id: str, reason: str) -> Any:
+        if reason == SUBMIT_FAILED_REASON and job_id in CRASHES:
+            return None  # a killed process cleans nothing up
+        return super()._terminate(job_id, reason)
 
 
 def test_a_submission_interrupted_before_the_update_is_finished_by_the_retried_step(

@@ -309,14 +309,32 @@ class BatchFake:
         route, params = self._route(method, parsed.path)
         operation = route.operation if route else "Unknown"
         fault = self._take_fault(operation)
-        status = 500
         body: Any = None
         with contextlib.suppress(ValueError):
             body = json.loads(raw) if raw else None
+
+        def record(status: int) -> None:
+            """Log the request before the client can hear the answer (tests read the log right after)."""
+            auth = h.headers.get("Authorization", "")
+            scheme = auth.partition(" ")[0]
+            logged = LoggedRequest(
+                method,
+                parsed.path,
+                operation,
+                status,
+                self.now(),
+                host=h.headers.get("Host", ""),
+                query=parse_qs(parsed.query),
+                body=body,
+                auth=f"Bearer {sent_audience(auth)}" if scheme == "Bearer" else scheme,
+            )
+            with self.lock:
+                self.log.append(logged)
+
         try:
             if fault is not None and fault.kind == "reset":
+                record(0)
                 self._reset(h)
-                status = 0
                 return
             if fault is not None and fault.kind in ("429", "500", "503"):
                 extra = {"Retry-After": "1"} if fault.kind == "429" else {}
@@ -337,37 +355,25 @@ class BatchFake:
             with self.lock:
                 status, payload, headers = self._dispatch(route, params, query, body, h)
             if fault is not None and fault.kind == "reset_after":
+                record(0)
                 self._reset(h)  # processed, but the client never hears about it
-                status = 0
                 return
+            record(status)
             if fault is not None and fault.kind == "slow":
                 time.sleep(fault.delay)
             self._send(h, status, payload, headers)
         except BatchHttpError as err:
-            status = err.status
             error = {
                 "odata.metadata": f"{self.url}/$metadata#Microsoft.Azure.Batch.Protocol.Entities.Container.errors/@Element",
                 "code": err.code,
                 "message": {"lang": "en-US", "value": err.message},
             }
+            record(err.status)
             with contextlib.suppress(OSError):
                 self._send(h, err.status, error, err.headers)
-        finally:
-            auth = h.headers.get("Authorization", "")
-            scheme = auth.partition(" ")[0]
-            logged = LoggedRequest(
-                method,
-                parsed.path,
-                operation,
-                status,
-                self.now(),
-                host=h.headers.get("Host", ""),
-                query=parse_qs(parsed.query),
-                body=body,
-                auth=f"Bearer {sent_audience(auth)}" if scheme == "Bearer" else scheme,
-            )
-            with self.lock:
-                self.log.append(logged)
+        except Exception:
+            record(500)  # a bug in the fake: the client sees the connection drop
+            raise
 
     def _reset(self, h: BaseHTTPRequestHandler) -> None:
         with contextlib.suppress(OSError):
