@@ -149,9 +149,9 @@ class AzureBatchBackend(AzureBatchConfig):
         # The order matters: a job set to terminatejob while it has no task counts as "all tasks complete"
         # and ends at once (taking an auto pool with it), so the task is added to a noaction job, which is
         # then set to end with its task.
-        self.create_job(job_id, request)
         client = self.service().client
         try:
+            self.create_job(job_id, request)
             # TaskExists: an earlier attempt of this very call created it and its response was lost.
             self.service().call(
                 "create_task",
@@ -163,9 +163,9 @@ class AzureBatchBackend(AzureBatchConfig):
             self.end_with_task(job_id)
         except BaseException:
             # The step fails (or the run is being terminated) here and nobody will follow this job: end it
-            # now (a task that did land goes too, and an auto pool with it) instead of leaving a noaction
-            # job active for ever. A retried step submits a new job. (A killed process runs none of this:
-            # `find_job` and `cleanup_jobs` deal with what it left.)
+            # now, if it was created at all (a task that did land goes too, and an auto pool with it),
+            # instead of leaving a noaction job active for ever. A retried step submits a new job. (A
+            # killed process runs none of this: `find_job` and `cleanup_jobs` deal with what it left.)
             with contextlib.suppress(AzureCallError):
                 self._terminate(job_id, SUBMIT_FAILED_REASON)
             raise
