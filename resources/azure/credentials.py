@@ -24,6 +24,7 @@ from .errors import PermanentAzureError
 
 if TYPE_CHECKING:
     from azure.core.credentials import AzureNamedKeyCredential, TokenCredential
+    from azure.core.pipeline.policies import SansIOHTTPPolicy
     from azure.storage.blob import BlobServiceClient
     from azure.storage.queue import QueueClient
 
@@ -70,6 +71,20 @@ def token_credential(
 
 def is_loopback(url: str) -> bool:
     return (urlsplit(url).hostname or "") in LOOPBACK_HOSTS
+
+
+def loopback_http_policy() -> SansIOHTTPPolicy:  # type: ignore[type-arg]
+    """An azure-core policy letting a bearer token go over plain http to a loopback address only (the
+    contract fakes); azure-core's bearer policy refuses http everywhere else."""
+    from azure.core.pipeline import PipelineRequest
+    from azure.core.pipeline.policies import SansIOHTTPPolicy
+
+    class LoopbackHttp(SansIOHTTPPolicy):  # type: ignore[type-arg]
+        def on_request(self, request: PipelineRequest) -> None:  # type: ignore[override]
+            if is_loopback(request.http_request.url):
+                request.context["enforce_https"] = False
+
+    return LoopbackHttp()
 
 
 def account_name(account_url: str) -> str:
@@ -133,11 +148,17 @@ def queue_client(
 
 
 def batch_credential(
-    account_url: str, *, account_name_setting: str | None, account_key: str | None
+    account_url: str,
+    *,
+    account_name_setting: str | None,
+    account_key: str | None,
+    credential: str = "default",
 ) -> AzureNamedKeyCredential | TokenCredential:
-    """The Azure Batch credential: the account's shared key when configured, else a token credential."""
+    """The Azure Batch credential: the account's shared key when configured, else a token credential
+    (`credential` as in `token_credential`); azure-batch asks it for Batch's audience,
+    `https://batch.core.windows.net//.default`."""
     if not account_key:
-        return token_credential()
+        return token_credential(credential)
     from azure.core.credentials import AzureNamedKeyCredential
 
     # Batch has no emulator: an address (the contract fake) never names the account.

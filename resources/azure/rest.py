@@ -17,15 +17,16 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from .credentials import is_loopback
+from .credentials import is_loopback, loopback_http_policy
 from .errors import PermanentAzureError, exception_error, redact_url, response_error
 from .retry import EVERY_METHOD, retry_policy
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
-    from azure.core.pipeline import PipelineRequest
 
-# Scopes (token audiences) of the services the backends call.
+# Scopes (token audiences) of the services the backends call, the resources the SDKs ask for: ARM as
+# azure-ai-ml's MLClient does, AzureML (batch endpoint scoring URIs) as its `batch_endpoints.invoke` does
+# (it writes `https://ml.azure.com//.default`: the same resource).
 ARM_SCOPE = "https://management.azure.com/.default"
 AZUREML_SCOPE = "https://ml.azure.com/.default"
 
@@ -65,19 +66,7 @@ class AzureRest:
         backoff_max: float = 30.0,
     ) -> None:
         from azure.core import PipelineClient
-        from azure.core.pipeline.policies import (
-            BearerTokenCredentialPolicy,
-            HeadersPolicy,
-            SansIOHTTPPolicy,
-            UserAgentPolicy,
-        )
-
-        class _LoopbackHttp(SansIOHTTPPolicy):  # type: ignore[type-arg]
-            """Lets the bearer policy send a token over http, to a loopback address only."""
-
-            def on_request(self, request: PipelineRequest) -> None:  # type: ignore[override]
-                if is_loopback(request.http_request.url):
-                    request.context["enforce_https"] = False
+        from azure.core.pipeline.policies import BearerTokenCredentialPolicy, HeadersPolicy, UserAgentPolicy
 
         policies: list[Any] = [
             HeadersPolicy(),
@@ -90,7 +79,7 @@ class AzureRest:
             ),
         ]
         if allow_http_loopback:
-            policies.append(_LoopbackHttp())
+            policies.append(loopback_http_policy())
         if credential is not None and scope:
             policies.append(BearerTokenCredentialPolicy(credential, scope))
         self.service = service

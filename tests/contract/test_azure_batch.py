@@ -4,6 +4,7 @@ The fake checks shared-key signatures and request bodies against the official sp
 task's command locally with its resource files downloaded from Azurite and its output files uploaded back.
 """
 
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,7 @@ from dagster._core.errors import DagsterExecutionInterruptedError
 
 from resources.compute import ComputeBackend, JobState, JobStatus, WorkloadRequest, idempotency_key
 from resources.compute.batch_tasks import AzureBatchBackend, AzureBatchError
+from resources.compute.batch_tasks.backend import SUBMIT_FAILED_REASON
 from resources.storage import AzureBlobObjectStore
 from tests.support.fakes.azure_batch import BatchFake
 from tests.support.remote import error_text as failure_text
@@ -237,6 +239,7 @@ FAULT_RUNS = [
         ("Tasks_CreateTask", "slow"),
         ("Tasks_GetTask", "503"),
         ("Pools_ResizePool", "500"),
+        ("Jobs_UpdateJob", "503"),
     ],
 ]
 
@@ -387,3 +390,133 @@ def test_settings_choose_azure_batch_only_with_blob_storage_and_keep_the_key_sec
             LocalObjectStore(root="/nonexistent"),
             {},
         )
+
+
+# ---- the job's lifetime: created with noaction, its task added, then set to end with its task -------------
+def requests_of(fake: BatchFake, job_id: str) -> list[tuple[str, Any]]:
+    """(operation, body) of the successful requests that created or changed `job_id`, in order."""
+    wanted = ("Jobs_CreateJob", "Tasks_CreateTask", "Jobs_UpdateJob", "Jobs_TerminateJob")
+    return [
+        (r.operation, r.body)
+        for r in fake.requests()
+        if r.operation in wanted
+        and r.status < 300
+        and (r.path.startswith(f"/jobs/{job_id}") or (r.body or {}).get("id") == job_id)
+    ]
+
+
+def wait_for_job_state(fake: BatchFake, job_id: str, state: str, seconds: float = 5.0) -> None:
+    deadline = time.monotonic() + seconds
+    while fake.jobs[job_id].state != state and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert fake.jobs[job_id].state == state, f"job {job_id} is {fake.jobs[job_id].state}"
+
+
+def test_job_is_set_to_end_with_its_task_only_once_the_task_exists(
+    fake: BatchFake, store: AzureBlobObjectStore, tmp_path: Path
+) -> None:
+    """A job created with terminatejob and no task completes at once (the service counts no tasks as all
+    complete), so the task is added to a noaction job which is then updated to terminatejob."""
+    before = {p.id for p in fake.all_pools()}
+    result = run(make_backend(fake, pool_mode="ephemeral"), store, {"ledger": str(tmp_path / "l")})
+    assert result.success, failure_text(result)
+    job_id = job_of(result)
+    sent = requests_of(fake, job_id)
+    assert [op for op, _ in sent] == ["Jobs_CreateJob", "Tasks_CreateTask", "Jobs_UpdateJob"]
+    assert sent[0][1]["onAllTasksComplete"] == "noaction"
+    assert sent[2][1] == {"onAllTasksComplete": "terminatejob"}, "a PATCH of the completion mode only"
+    wait_for_job_state(fake, job_id, "completed")
+    assert fake.jobs[job_id].terminate_reason == "AllTasksComplete"
+    assert fake.jobs[job_id].body["metadata"], "the update kept the job's metadata (what retention keys on)"
+    auto = {p.id for p in fake.all_pools()} - before
+    assert len(auto) == 1
+    deadline = time.monotonic() + 5
+    while not all(p.state == "deleting" for p in fake.all_pools() if p.id in auto):
+        assert time.monotonic() < deadline, "the auto pool went with its job"
+        time.sleep(0.02)
+
+
+def test_the_update_to_terminatejob_is_safe_to_repeat(
+    fake: BatchFake, store: AzureBlobObjectStore, tmp_path: Path
+) -> None:
+    # The first PATCH lands but its response is lost: azure-core sends it again, which changes nothing.
+    fake.inject("Jobs_UpdateJob", "reset_after")
+    backend = make_backend(fake)
+    result = run(backend, store, {"ledger": str(tmp_path / "l")})
+    assert result.success, failure_text(result)
+    job_id = job_of(result)
+    assert [op for op, _ in requests_of(fake, job_id)].count("Jobs_UpdateJob") == 2
+    wait_for_job_state(fake, job_id, "completed")
+    # Once the job has ended with its task, the same update (a retried submit) is done already: no error.
+    backend.end_with_task(job_id)
+
+
+def test_a_task_that_cannot_be_added_leaves_no_job_behind(
+    fake: BatchFake, store: AzureBlobObjectStore, tmp_path: Path
+) -> None:
+    backend = make_backend(fake, pool_mode="ephemeral", call_attempts=2)
+    fake.inject("Tasks_CreateTask", "500", times=2)
+    before = {p.id for p in fake.all_pools()}
+    result = run(backend, store, {"ledger": str(tmp_path / "l")})
+    assert not result.success
+    assert "create_task" in failure_text(result)
+    (job_id,) = [
+        j.id for j in fake.jobs.values() if j.pool_id not in before and j.id.startswith("mnist-work-")
+    ]
+    assert not fake.jobs[job_id].tasks
+    wait_for_job_state(fake, job_id, "completed")  # terminated, not left active with its auto pool
+    auto = {p.id for p in fake.all_pools()} - before
+    assert all(p.state == "deleting" for p in fake.all_pools() if p.id in auto)
+
+
+class CrashBeforeUpdateBackend(AzureBatchBackend):
+    """Dies (like a killed step process) after adding the task, before setting the job to end with it."""
+
+    def end_with_task(self, job_id: str) -> None:
+        if not CRASHES:
+            CRASHES.append(job_id)
+            raise RuntimeError("step process lost")
+        super().end_with_task(job_id)
+
+    def _terminate(self, job_id: str, reason: str) -> Any:
+        if reason == SUBMIT_FAILED_REASON and job_id in CRASHES:
+            return None  # a killed process cleans nothing up
+        return super()._terminate(job_id, reason)
+
+
+def test_a_submission_interrupted_before_the_update_is_finished_by_the_retried_step(
+    fake: BatchFake, store: AzureBlobObjectStore, tmp_path: Path
+) -> None:
+    CRASHES.clear()
+    ledger = tmp_path / "ledger"
+    result = run(
+        make_backend(fake, CrashBeforeUpdateBackend),
+        store,
+        {"ledger": str(ledger), "seconds": 0.3},
+        retries=1,
+    )
+    assert result.success, failure_text(result)
+    (job_id,) = CRASHES
+    assert job_of(result) == job_id, "the retried step found the task and reattached"
+    assert launches(ledger) == 1
+    assert [op for op, _ in requests_of(fake, job_id)] == [
+        "Jobs_CreateJob",
+        "Tasks_CreateTask",
+        "Jobs_UpdateJob",
+    ]
+    wait_for_job_state(fake, job_id, "completed")
+    assert fake.jobs[job_id].terminate_reason == "AllTasksComplete"
+
+
+def test_a_job_left_without_its_update_is_ended_by_the_next_submit(
+    fake: BatchFake, store: AzureBlobObjectStore, tmp_path: Path
+) -> None:
+    """An orchestrator killed between creating the job and updating it, with no retry: the next submit
+    sets the job (ours, older than an hour, still noaction) to end with its task, or at once without one."""
+    backend = make_backend(fake)
+    request = WorkloadRequest(task="work", idempotency_key=f"orphan-{uuid.uuid4()}", inputs={}, outputs={})
+    orphan = backend.base_job_id(request)
+    backend.create_job(orphan, request)
+    fake.age_jobs(2 * 3600)
+    assert run(backend, store, {"ledger": str(tmp_path / "l")}).success
+    wait_for_job_state(fake, orphan, "completed")

@@ -15,7 +15,7 @@ import pytest
 
 from tests.support.fakes.azureml_v1 import FakeAzureMLPipelines
 from tests.support.fakes.azureml_v2 import FakeAzureMLBatch
-from tests.support.fakes.http import TOKEN, FakeCredential
+from tests.support.fakes.http import FakeCredential, token_for
 
 
 def sdk_submit_and_wait(
@@ -32,7 +32,8 @@ def sdk_submit_and_wait(
         from azureml.data.datapath import DataPath
         from azureml.pipeline.core import PipelineEndpoint, PublishedPipeline
 
-        auth = TokenAuthentication(lambda audience: TOKEN, cloud="AzureCloud")
+        # azureml-core asks for a token per audience (a resource: ARM, or AzureML for some services).
+        auth = TokenAuthentication(token_for, cloud="AzureCloud")
         ws = Workspace(
             fake.subscription,
             fake.resource_group,

@@ -5,7 +5,13 @@ from typing import Any
 
 import pytest
 
-from resources.azure.credentials import account_name, batch_credential, storage_credential, token_credential
+from resources.azure.credentials import (
+    account_name,
+    batch_credential,
+    loopback_http_policy,
+    storage_credential,
+    token_credential,
+)
 from resources.azure.errors import (
     PermanentAzureError,
     TransientAzureError,
@@ -148,6 +154,35 @@ def test_batch_shared_key_needs_an_account_name_the_url_may_not_give() -> None:
     assert named.named_key.name == "acct"  # type: ignore[union-attr]
     with pytest.raises(PermanentAzureError, match="AZURE_BATCH_ACCOUNT_NAME"):
         batch_credential("http://127.0.0.1:8000", account_name_setting=None, account_key="a2V5")
+    # Without a key: Entra ID, from the credential setting (a factory here).
+    entra = batch_credential(
+        "https://acct.westeurope.batch.azure.com",
+        account_name_setting=None,
+        account_key=None,
+        credential="python:tests.support.fakes.http:fake_credential",
+    )
+    assert type(entra).__name__ == "FakeCredential"
+
+
+def test_a_bearer_token_goes_over_plain_http_to_loopback_only() -> None:
+    from azure.core.exceptions import ServiceRequestError
+    from azure.core.pipeline import PipelineContext, PipelineRequest
+    from azure.core.pipeline.policies import BearerTokenCredentialPolicy
+    from azure.core.rest import HttpRequest
+
+    from tests.support.fakes.http import FakeCredential
+
+    def send(url: str) -> str:
+        request = PipelineRequest(HttpRequest("GET", url), PipelineContext(None))
+        loopback_http_policy().on_request(request)
+        BearerTokenCredentialPolicy(FakeCredential(), "https://batch.core.windows.net//.default").on_request(
+            request
+        )
+        return request.http_request.headers["Authorization"]
+
+    assert send("http://127.0.0.1:8000/pools").startswith("Bearer ")
+    with pytest.raises(ServiceRequestError, match="non-TLS"):
+        send("http://acct.westeurope.batch.azure.com/pools")
 
 
 def test_token_credential_factory_hook_and_setting_errors() -> None:

@@ -39,6 +39,10 @@ from .pools import ID_OK, OWNER, OWNER_KEY, OWNER_METADATA, Pools
 from .task_spec import STAGING, TASK_ID, task_body, upload_workload
 
 CANCEL_REASON = "CanceledFromDagster"
+SUBMIT_FAILED_REASON = "SubmitFailed"
+# A job of ours still noaction this long after its creation lost its submitter between creating it and
+# setting it to end with its task (a submit takes seconds); the next submit sets it (`cleanup_jobs`).
+ORPHAN_AFTER = timedelta(hours=1)
 MAX_ATTEMPT_IDS = 49  # resubmissions of one step: <base>, <base>-r2, ... <base>-r49
 
 
@@ -112,13 +116,26 @@ class AzureBatchBackend(AzureBatchConfig):
         return self.service().get("get_task", self.service().client.get_task, job_id, TASK_ID)
 
     def find_job(self, request: WorkloadRequest) -> str | None:
-        """The newest job submitted for this idempotency key (`<base>`, `<base>-r2`, ...)."""
-        found: str | None = None
+        """The newest job submitted for this idempotency key (`<base>`, `<base>-r2`, ...).
+
+        A job whose submit was interrupted after its task was added (still noaction) is set to end with
+        its task here, so the step that reattaches to it leaves nothing behind.
+        """
+        found: Any = None
         for job_id in self._attempt_ids(request):
-            if self._get_job(job_id) is None:
+            job = self._get_job(job_id)
+            if job is None:
                 break
-            found = job_id
-        return found
+            found = job
+        if found is None:
+            return None
+        if (
+            found.state == "active"
+            and found.all_tasks_complete_mode != "terminatejob"
+            and self._get_task(found.id) is not None
+        ):
+            self.end_with_task(found.id)
+        return str(found.id)
 
     def submit(self, request: WorkloadRequest, store: ObjectStore, env: Mapping[str, str]) -> str:
         from azure.batch import models  # noqa: TID251 (lazy: only when Batch is used)
@@ -128,17 +145,30 @@ class AzureBatchBackend(AzureBatchConfig):
         digest = upload_workload(self, blob)
         data_sas = container_sas_url(blob, blob.container, "rcwl", self.sas_hours)
         job_id = self._fresh_job_id(request)
-        self.create_job(job_id, request)
         task = task_body(self, request, job_id, digest, data_sas, {**env, **pipes_env(self, blob)})
-        # TaskExists: an earlier attempt of this very call created it and its response was lost.
+        # The order matters: a job set to terminatejob while it has no task counts as "all tasks complete"
+        # and ends at once (taking an auto pool with it), so the task is added to a noaction job, which is
+        # then set to end with its task.
         client = self.service().client
-        self.service().call(
-            "create_task",
-            client.create_task,
-            job_id,
-            models.BatchTaskCreateOptions(task),
-            exists_ok=("TaskExists",),
-        )
+        try:
+            self.create_job(job_id, request)
+            # TaskExists: an earlier attempt of this very call created it and its response was lost.
+            self.service().call(
+                "create_task",
+                client.create_task,
+                job_id,
+                models.BatchTaskCreateOptions(task),
+                exists_ok=("TaskExists",),
+            )
+            self.end_with_task(job_id)
+        except BaseException:
+            # The step fails (or the run is being terminated) here and nobody will follow this job: end it
+            # now, if it was created at all (a task that did land goes too, and an auto pool with it),
+            # instead of leaving a noaction job active for ever. A retried step submits a new job. (A
+            # killed process runs none of this: `find_job` and `cleanup_jobs` deal with what it left.)
+            with contextlib.suppress(AzureCallError):
+                self._terminate(job_id, SUBMIT_FAILED_REASON)
+            raise
         return job_id
 
     def _fresh_job_id(self, request: WorkloadRequest) -> str:
@@ -158,8 +188,8 @@ class AzureBatchBackend(AzureBatchConfig):
             "id": job_id,
             "displayName": f"{request.task} {request.idempotency_key}"[:1024],
             "poolInfo": self.pools().info(),
-            # The job completes with its task, which is what lets an auto pool go and retention apply.
-            "onAllTasksComplete": "terminatejob",
+            # Not terminatejob yet: with no task the job would complete at once (see `submit`).
+            "onAllTasksComplete": "noaction",
             "metadata": [
                 *OWNER_METADATA,
                 {"name": "idempotency-key", "value": request.idempotency_key[:512]},
@@ -168,6 +198,23 @@ class AzureBatchBackend(AzureBatchConfig):
         client = self.service().client
         self.service().call(
             "create_job", client.create_job, models.BatchJobCreateOptions(body), exists_ok=("JobExists",)
+        )
+
+    def end_with_task(self, job_id: str) -> None:
+        """Set the job to complete when its task does, which lets an auto pool go and retention apply.
+
+        A PATCH of `onAllTasksComplete` only (a PUT would reset the job's metadata and priority). Safe to
+        repeat: the same value again changes nothing, and a job already completed (it ended with its task
+        before a retried update arrived, or was terminated) has nothing left to set.
+        """
+        from azure.batch import models  # noqa: TID251 (lazy: only when Batch is used)
+
+        self.service().call(
+            "update_job",
+            self.service().client.update_job,
+            job_id,
+            models.BatchJobUpdateOptions(all_tasks_complete_mode="terminatejob"),
+            exists_ok=("JobCompleted",),
         )
 
     def status(self, job_id: str) -> JobStatus:
@@ -312,14 +359,20 @@ class AzureBatchBackend(AzureBatchConfig):
 
     # ---- retention ------------------------------------------------------------------------------
     def cleanup_jobs(self) -> list[str]:
-        """Delete our completed jobs older than the retention (one list call; cheap enough per submit)."""
+        """Delete our completed jobs older than the retention, and end our orphans (two list calls; cheap
+        enough per submit).
+
+        An orphan is a job of ours still noaction an hour after its creation: its submitter died before
+        setting it to end with its task. It is set to end with its task now (at once if it has none).
+        """
+        self._end_orphans()
         cutoff = datetime.now(UTC) - timedelta(hours=self.job_retention_hours)
         client = self.service().client
         query = f"state eq 'completed' and creationTime lt datetime'{cutoff.strftime('%Y-%m-%dT%H:%M:%SZ')}'"
         jobs = self.service().call("list_jobs", lambda: list(client.list_jobs(filter=query)))
         deleted: list[str] = []
         for job in jobs or []:
-            if not any(m.name == OWNER_KEY and m.value == OWNER for m in job.metadata or []):
+            if not _ours(job):
                 continue
             end = job.execution_info.end_time if job.execution_info else None
             if end is not None and end > cutoff:
@@ -334,6 +387,19 @@ class AzureBatchBackend(AzureBatchConfig):
             )
             deleted.append(job.id)
         return deleted
+
+    def _end_orphans(self) -> None:
+        client = self.service().client
+        cutoff = (datetime.now(UTC) - ORPHAN_AFTER).strftime("%Y-%m-%dT%H:%M:%SZ")
+        query = f"state eq 'active' and creationTime lt datetime'{cutoff}'"
+        jobs = self.service().call("list_jobs", lambda: list(client.list_jobs(filter=query)))
+        for job in jobs or []:
+            if _ours(job) and job.all_tasks_complete_mode != "terminatejob":
+                self.end_with_task(job.id)
+
+
+def _ours(job: Any) -> bool:
+    return any(m.name == OWNER_KEY and m.value == OWNER for m in job.metadata or [])
 
 
 def _cancelled(job: Any) -> bool:

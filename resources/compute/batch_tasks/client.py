@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from resources.azure.credentials import batch_credential
+from resources.azure.credentials import batch_credential, loopback_http_policy
 from resources.azure.errors import AzureCallError, exception_error
 from resources.azure.retry import retry_policy
 
@@ -46,11 +46,15 @@ class BatchService:
         from azure.batch import BatchClient  # noqa: TID251 (lazy: only when Batch is used)
 
         credential = batch_credential(
-            config.account_url, account_name_setting=config.account_name, account_key=config.account_key
+            config.account_url,
+            account_name_setting=config.account_name,
+            account_key=config.account_key,
+            credential=config.credential,
         )
         self.client: Any = BatchClient(
             config.account_url,
             credential,  # type: ignore[arg-type]  # a named key is accepted too (shared-key signing)
+            per_call_policies=[loopback_http_policy()] if config.allow_http_loopback else [],
             retry_policy=retry_policy(
                 retries=config.call_attempts - 1,
                 per_kind=config.call_attempts - 1,  # any kind of failure, up to the same attempts

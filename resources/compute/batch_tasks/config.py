@@ -26,13 +26,16 @@ class AzureBatchConfig(ComputeBackend):
     """The settings of `AzureBatchBackend` (see there); the modules of this package read them from here.
 
     Credentials: `account_key` (shared key, from `AZURE_BATCH_ACCOUNT_KEY` via `dg.EnvVar`) with
-    `account_name`, else `DefaultAzureCredential` (Entra ID). Nodes reach Blob with SAS URLs made from
-    the storage credential (an account key, a SAS token, or a user delegation key for Entra ID).
+    `account_name`, else Entra ID: `DefaultAzureCredential`, or the factory `credential` names
+    ("python:module:attr"). Nodes reach Blob with SAS URLs made from the storage credential (an account
+    key, a SAS token, or a user delegation key for Entra ID).
     """
 
     account_url: str
     account_name: str | None = None
     account_key: str | None = Field(default=None, repr=False)  # secret: from AZURE_BATCH_ACCOUNT_KEY
+    credential: str = "default"
+    allow_http_loopback: bool = False  # a bearer token over http, to 127.0.0.1 only: the contract fake
     pool_id: str = "mnist-workload"
     vm_size: str = "standard_d2s_v3"
     image_publisher: str = "canonical"

@@ -2,7 +2,8 @@
 
 What it holds to, so that code passing against it has really exercised the documented contract:
 - every request must carry a valid shared-key signature (recomputed here; a bad one gets the service's
-  403 AuthenticationFailed) and `api-version`;
+  403 AuthenticationFailed) or an Entra ID token for Batch's audience (`https://batch.core.windows.net/`;
+  another audience gets a 401), and `api-version`;
 - every route is looked up in the official spec (`tests/support/fakes/specs/batch-BatchService-*.json.gz`) and
   every request body is validated against that operation's schema, with unknown properties rejected;
 - pools move through allocation states (resizing -> steady) and a deleted pool stays `deleting` for a
@@ -10,7 +11,10 @@ What it holds to, so that code passing against it has really exercised the docum
 - tasks move active -> preparing -> running -> completed: resource files are really downloaded from Blob
   (Azurite) with the URLs given, the command line is really run locally in a per-task working directory,
   output files are really uploaded per their upload condition; the start task really runs too;
-- terminating a job kills its running task's process group.
+- terminating a job kills its running task's process group;
+- a job whose `onAllTasksComplete` is `terminatejob` completes as soon as all its tasks are complete, and
+  a job with no task counts as all complete (so it ends at once, taking an auto pool with it); the mode
+  cannot go back from `terminatejob` to `noaction` (400), and a completed job takes no update (409).
 Time-scaled: pool transitions and billing use a simulated clock (`time_scale` simulated seconds per real
 second). Faults can be injected per operation (429 with Retry-After, 500, 503, connection reset before or
 after the request is processed, a response slower than the client's timeout). Every request is logged.
@@ -45,6 +49,7 @@ from urllib.parse import parse_qs, unquote, urlparse
 
 import jsonschema
 
+from tests.support.fakes.http import BATCH, check_bearer, sent_audience, www_authenticate
 from tests.support.fakes.specs import load_spec
 
 SPEC = "batch-BatchService-2025-06-01.21.0.json"  # the official spec (tests/support/fakes/specs/)
@@ -119,11 +124,17 @@ class Fault:
 
 @dataclass
 class LoggedRequest:
+    """One request as the fake received it (what SDK parity compares)."""
+
     method: str
     path: str
     operation: str
     status: int
     at: float
+    host: str = ""
+    query: dict[str, list[str]] = field(default_factory=dict)
+    body: Any = None
+    auth: str = ""  # "SharedKey", "Bearer <token audience>", or "" (none)
 
 
 @dataclass
@@ -298,11 +309,32 @@ class BatchFake:
         route, params = self._route(method, parsed.path)
         operation = route.operation if route else "Unknown"
         fault = self._take_fault(operation)
-        status = 500
+        body: Any = None
+        with contextlib.suppress(ValueError):
+            body = json.loads(raw) if raw else None
+
+        def record(status: int) -> None:
+            """Log the request before the client can hear the answer (tests read the log right after)."""
+            auth = h.headers.get("Authorization", "")
+            scheme = auth.partition(" ")[0]
+            logged = LoggedRequest(
+                method,
+                parsed.path,
+                operation,
+                status,
+                self.now(),
+                host=h.headers.get("Host", ""),
+                query=parse_qs(parsed.query),
+                body=body,
+                auth=f"Bearer {sent_audience(auth)}" if scheme == "Bearer" else scheme,
+            )
+            with self.lock:
+                self.log.append(logged)
+
         try:
             if fault is not None and fault.kind == "reset":
+                record(0)
                 self._reset(h)
-                status = 0
                 return
             if fault is not None and fault.kind in ("429", "500", "503"):
                 extra = {"Retry-After": "1"} if fault.kind == "429" else {}
@@ -318,30 +350,30 @@ class BatchFake:
                 raise BatchHttpError(
                     400, "UnsupportedOperation", f"the fake has no route {method} {parsed.path}"
                 )
-            body = json.loads(raw) if raw else None
             if route.body_schema:
                 self._validate(route.body_schema, body)
             with self.lock:
                 status, payload, headers = self._dispatch(route, params, query, body, h)
             if fault is not None and fault.kind == "reset_after":
+                record(0)
                 self._reset(h)  # processed, but the client never hears about it
-                status = 0
                 return
+            record(status)
             if fault is not None and fault.kind == "slow":
                 time.sleep(fault.delay)
             self._send(h, status, payload, headers)
         except BatchHttpError as err:
-            status = err.status
             error = {
                 "odata.metadata": f"{self.url}/$metadata#Microsoft.Azure.Batch.Protocol.Entities.Container.errors/@Element",
                 "code": err.code,
                 "message": {"lang": "en-US", "value": err.message},
             }
+            record(err.status)
             with contextlib.suppress(OSError):
                 self._send(h, err.status, error, err.headers)
-        finally:
-            with self.lock:
-                self.log.append(LoggedRequest(method, parsed.path, operation, status, self.now()))
+        except Exception:
+            record(500)  # a bug in the fake: the client sees the connection drop
+            raise
 
     def _reset(self, h: BaseHTTPRequestHandler) -> None:
         with contextlib.suppress(OSError):
@@ -391,8 +423,14 @@ class BatchFake:
         return None
 
     def _authenticate(self, h: BaseHTTPRequestHandler, method: str, parsed: Any) -> None:
-        """Recompute the shared-key signature (the documented string-to-sign) and compare."""
+        """An Entra ID token for Batch's audience, or a shared-key signature recomputed here (the documented
+        string-to-sign) and compared."""
         auth = h.headers.get("Authorization", "")
+        if auth.startswith("Bearer "):
+            refused = check_bearer(auth, BATCH)
+            if refused is not None:
+                raise BatchHttpError(401, "AuthenticationFailed", refused, www_authenticate(refused))
+            return
         if not auth.startswith(f"SharedKey {self.account_name}:"):
             raise BatchHttpError(401, "AuthenticationFailed", "Server failed to authenticate the request.")
         headers = {k.lower(): v for k, v in h.headers.items() if v}
@@ -473,6 +511,10 @@ class BatchFake:
         if op == "Jobs_ListJobs":
             jobs = [j for j in self.jobs.values() if self._matches(j, query.get("$filter", [""])[0])]
             return 200, {"value": [self._job_json(j) for j in jobs]}, {}
+        if op == "Jobs_UpdateJob":
+            job = self._job(p["jobId"])
+            self._update_job(job, body, now)
+            return 200, None, {"DataServiceId": f"{self.url}/jobs/{job.id}", "ETag": f'"{now}"'}
         if op == "Jobs_TerminateJob":
             job = self._job(p["jobId"])
             if job.state in ("completed", "terminating"):
@@ -574,7 +616,47 @@ class BatchFake:
                 f"{spec.get('autoPoolIdPrefix', '')}_{hashlib.md5(body['id'].encode()).hexdigest()[:12]}"
             )
             self._create_pool({"id": pool_id, **spec["pool"]}, now, auto=True)
-        self.jobs[body["id"]] = FakeJob(body["id"], body, now, pool_id)
+        job = FakeJob(body["id"], body, now, pool_id)
+        self.jobs[job.id] = job
+        self._complete_if_all_tasks_done(job, now)
+
+    def _update_job(self, job: FakeJob, body: dict[str, Any], now: float) -> None:
+        """Jobs_UpdateJob (PATCH): the properties given replace theirs, the others are left as they are."""
+        if job.state in ("completed", "terminating"):
+            raise BatchHttpError(409, "JobCompleted", "The specified job is already in a completed state.")
+        if job.state != "active":
+            raise BatchHttpError(409, "JobNotActive", f"The specified job is {job.state}.")
+        if "poolInfo" in body:
+            # Only a disabled job may change pools, and the fake never disables jobs.
+            raise BatchHttpError(409, "JobNotDisabled", "poolInfo may only be updated on a disabled job.")
+        unmodelled = set(body) - {"onAllTasksComplete", "metadata", "priority", "constraints"}
+        if unmodelled:
+            raise BatchHttpError(
+                400, "UnsupportedOperation", f"the fake does not update {sorted(unmodelled)}"
+            )
+        mode = body.get("onAllTasksComplete")
+        if mode == "noaction" and job.body.get("onAllTasksComplete") == "terminatejob":
+            raise BatchHttpError(
+                400,
+                "InvalidPropertyValue",
+                "The value provided for one of the properties in the request body is invalid: "
+                "onAllTasksComplete cannot be changed from terminatejob to noaction.",
+            )
+        job.body = {**job.body, **copy.deepcopy(body)}
+        self._complete_if_all_tasks_done(job, now)
+
+    def _complete_if_all_tasks_done(self, job: FakeJob, now: float) -> None:
+        """`terminatejob`: the job completes once all its tasks are complete; with no task, at once (the
+        service counts a job with no tasks as all complete, see the SDK's `all_tasks_complete_mode`)."""
+        if (
+            job.state == "active"
+            and job.body.get("onAllTasksComplete") == "terminatejob"
+            and "jobManagerTask" not in job.body
+            and all(t.state == "completed" for t in job.tasks.values())
+        ):
+            job.state, job.end_time, job.terminate_reason = "completed", now, "AllTasksComplete"
+            job.end_wall = datetime.now(UTC)
+            self._job_completed(job, now)
 
     def _terminate_job(self, job: FakeJob, reason: str, now: float) -> None:
         job.state, job.terminate_reason = "terminating", reason
@@ -813,15 +895,7 @@ class BatchFake:
                 task.state, task.start_time = "preparing", now
                 busy += 1
                 threading.Thread(target=self._run_task, args=(job, task), daemon=True).start()
-        tasks = list(job.tasks.values())
-        if (
-            tasks
-            and all(t.state == "completed" for t in tasks)
-            and job.body.get("onAllTasksComplete") == "terminatejob"
-        ):
-            job.state, job.end_time, job.terminate_reason = "completed", now, "AllTasksComplete"
-            job.end_wall = datetime.now(UTC)
-            self._job_completed(job, now)
+        self._complete_if_all_tasks_done(job, now)
 
     def _make_node_image(self) -> None:
         """What is installed on the simulated nodes: python3 (this interpreter) and pip, apt-get as a no-op."""

@@ -27,7 +27,8 @@ from typing import Any
 from deploy.azureml import pipeline_spec
 from resources.storage import ObjectStore
 from tests.support.fakes import specs
-from tests.support.fakes.http import FakeHttpServer, Reply, Request
+from tests.support.fakes.http import ARM, FakeHttpServer, Reply, Request
+from tests.support.fakes.http import AZUREML_OR_ARM as HISTORY
 from tests.support.fakes.jobs import Clock, FakeWorkspace, Mount, SimJob
 
 WS = r"/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers/Microsoft\.MachineLearningServices/workspaces/(?P<ws>[^/]+)"
@@ -142,31 +143,53 @@ class FakeAzureMLPipelines(FakeWorkspace):
     # ---- routes ---------------------------------------------------------------------------------------
     def _routes(self) -> None:
         r = self.server.route
-        r("GET", P + r"/PipelineEndpoints/Name", "endpoint_by_name", self._endpoint_by_name)
-        r("GET", P + r"/PipelineEndpoints/Id/(?P<id>[^/]+)", "endpoint_by_id", self._endpoint_by_id)
+        # Pipelines: azureml-core's ARM token. Run history: ARM (azureml-core) or AzureML (azure-ai-ml).
+        # Log files are SAS URLs and discovery is anonymous: no token.
+        r("GET", P + r"/PipelineEndpoints/Name", "endpoint_by_name", self._endpoint_by_name, audience=ARM)
+        r(
+            "GET",
+            P + r"/PipelineEndpoints/Id/(?P<id>[^/]+)",
+            "endpoint_by_id",
+            self._endpoint_by_id,
+            audience=ARM,
+        )
         r(
             "POST",
             P + r"/PipelineRuns/PipelineEndpointSubmit/Id/(?P<id>[^/]+)(?:/(?P<version>[^/]+))?",
             "submit",
             self._submit_endpoint,
+            audience=ARM,
         )
         r(
             "POST",
             P + r"/PipelineRuns/PipelineSubmit/(?P<pid>[^/]+)",
             "submit_pipeline",
             self._submit_pipeline,
+            audience=ARM,
         )
-        r("GET", P + r"/PipelineRuns/(?P<run>[^/]+)", "run_status", self._run_status)
-        r("DELETE", P + r"/PipelineRuns/(?P<run>[^/]+)/Execution", "cancel", self._cancel)
-        r("POST", H + r"/experiments/(?P<exp>[^/]+)/runs:query", "runs_query", self._runs_query)
+        r("GET", P + r"/PipelineRuns/(?P<run>[^/]+)", "run_status", self._run_status, audience=ARM)
+        r("DELETE", P + r"/PipelineRuns/(?P<run>[^/]+)/Execution", "cancel", self._cancel, audience=ARM)
+        r(
+            "POST",
+            H + r"/experiments/(?P<exp>[^/]+)/runs:query",
+            "runs_query",
+            self._runs_query,
+            audience=HISTORY,
+        )
         for prefix in (H, H + r"/experiments/(?P<exp>[^/]+)"):
-            r("GET", prefix + r"/runs/(?P<run>[^/]+)/children", "children", self._children)
-            r("GET", prefix + r"/runs/(?P<run>[^/]+)/details", "details", self._details)
-            r("GET", prefix + r"/runs/(?P<run>[^/]+)", "run", self._run)
-        r("GET", r"/logs/(?P<run>[^/]+)/(?P<name>.+)", "log_file", self._log_file, auth=False)
-        r("GET", r"/discovery", "discovery", self._discovery, auth=False)
-        r("GET", P + r"/DataTypes", "data_types", self._data_types)
-        r("GET", P + r"/Pipelines/(?P<pid>[^/]+)", "published_pipeline", self._published_pipeline)
+            r("GET", prefix + r"/runs/(?P<run>[^/]+)/children", "children", self._children, audience=HISTORY)
+            r("GET", prefix + r"/runs/(?P<run>[^/]+)/details", "details", self._details, audience=HISTORY)
+            r("GET", prefix + r"/runs/(?P<run>[^/]+)", "run", self._run, audience=HISTORY)
+        r("GET", r"/logs/(?P<run>[^/]+)/(?P<name>.+)", "log_file", self._log_file, audience=None)
+        r("GET", r"/discovery", "discovery", self._discovery, audience=None)
+        r("GET", P + r"/DataTypes", "data_types", self._data_types, audience=ARM)
+        r(
+            "GET",
+            P + r"/Pipelines/(?P<pid>[^/]+)",
+            "published_pipeline",
+            self._published_pipeline,
+            audience=ARM,
+        )
 
     def _check_workspace(self, req: Request) -> Reply | None:
         g = req.match.groupdict()

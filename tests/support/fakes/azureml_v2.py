@@ -23,7 +23,7 @@ from typing import Any
 
 from resources.storage import ObjectStore
 from tests.support.fakes import specs
-from tests.support.fakes.http import FakeHttpServer, Reply, Request
+from tests.support.fakes.http import ARM, AZUREML, FakeHttpServer, Reply, Request
 from tests.support.fakes.jobs import FakeWorkspace, Mount, SimJob
 
 A = r"/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers/Microsoft\.MachineLearningServices/workspaces/(?P<ws>[^/]+)"
@@ -130,20 +130,28 @@ class FakeAzureMLBatch(FakeWorkspace):
     # ---- routes ------------------------------------------------------------------------------------------
     def _routes(self) -> None:
         r = self.server.route
-        r("GET", A + r"/batchEndpoints/(?P<ep>[^/]+)", "endpoint", self._endpoint)
-        r("GET", A + r"/batchEndpoints/(?P<ep>[^/]+)/deployments", "deployments", self._deployments)
+        # ARM routes (and ARM's async-operation URL) take an ARM token; the scoring URI an AzureML one.
+        r("GET", A + r"/batchEndpoints/(?P<ep>[^/]+)", "endpoint", self._endpoint, audience=ARM)
+        r(
+            "GET",
+            A + r"/batchEndpoints/(?P<ep>[^/]+)/deployments",
+            "deployments",
+            self._deployments,
+            audience=ARM,
+        )
         r(
             "GET",
             A + r"/batchEndpoints/(?P<ep>[^/]+)/deployments/(?P<dep>[^/]+)",
             "deployment",
             self._deployment,
+            audience=ARM,
         )
-        r("GET", A + r"/models/(?P<name>[^/]+)/versions/(?P<ver>[^/]+)", "model", self._model)
-        r("GET", A + r"/jobs", "jobs_list", self._jobs_list)
-        r("GET", A + r"/jobs/(?P<job>[^/]+)", "job", self._job)
-        r("POST", A + r"/jobs/(?P<job>[^/]+)/cancel", "cancel", self._cancel)
-        r("GET", r"/operations/cancel/(?P<job>[^/]+)", "cancel_status", self._cancel_status)
-        r("POST", r"/endpoints/(?P<ep>[^/]+)/jobs", "invoke", self._invoke)
+        r("GET", A + r"/models/(?P<name>[^/]+)/versions/(?P<ver>[^/]+)", "model", self._model, audience=ARM)
+        r("GET", A + r"/jobs", "jobs_list", self._jobs_list, audience=ARM)
+        r("GET", A + r"/jobs/(?P<job>[^/]+)", "job", self._job, audience=ARM)
+        r("POST", A + r"/jobs/(?P<job>[^/]+)/cancel", "cancel", self._cancel, audience=ARM)
+        r("GET", r"/operations/cancel/(?P<job>[^/]+)", "cancel_status", self._cancel_status, audience=ARM)
+        r("POST", r"/endpoints/(?P<ep>[^/]+)/jobs", "invoke", self._invoke, audience=AZUREML)
 
     def _arm_check(self, req: Request) -> Reply | None:
         g = req.match.groupdict()
