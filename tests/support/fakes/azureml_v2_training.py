@@ -33,7 +33,7 @@ from typing import Any
 from resources.storage import ObjectStore
 from tests.support.fakes import specs
 from tests.support.fakes.azureml_v2 import STATUS, A, FakeAzureMLBatch
-from tests.support.fakes.http import FakeHttpServer, Reply, Request
+from tests.support.fakes.http import ARM, AZUREML_OR_ARM, FakeHttpServer, Reply, Request
 from tests.support.fakes.jobs import Mount, SimJob
 
 # What an update may change on an existing job (tags replaced; description and archiving are mutable).
@@ -85,10 +85,23 @@ class FakeAzureMLV2(FakeAzureMLBatch):
 
     def _training_routes(self) -> None:
         r = self.server.route
-        r("PUT", A + r"/jobs/(?P<job>[^/]+)", "job_put", self._put_job)
-        r("PUT", A + r"/models/(?P<name>[^/]+)/versions/(?P<ver>[^/]+)", "model_put", self._put_model)
-        r("GET", r"/history/v1\.0" + A + r"/runs/(?P<run>[^/]+)/details", "history_details", self._details)
-        r("GET", r"/logs/(?P<run>[^/]+)/std_log\.txt", "std_log", self._std_log, auth=False)
+        r("PUT", A + r"/jobs/(?P<job>[^/]+)", "job_put", self._put_job, audience=ARM)
+        r(
+            "PUT",
+            A + r"/models/(?P<name>[^/]+)/versions/(?P<ver>[^/]+)",
+            "model_put",
+            self._put_model,
+            audience=ARM,
+        )
+        r(
+            "GET",
+            r"/history/v1\.0" + A + r"/runs/(?P<run>[^/]+)/details",
+            "history_details",
+            self._details,
+            audience=AZUREML_OR_ARM,
+        )
+        # A SAS-signed log URL, as run history hands out: no bearer token.
+        r("GET", r"/logs/(?P<run>[^/]+)/std_log\.txt", "std_log", self._std_log, audience=None)
 
     # ---- command jobs ---------------------------------------------------------------------------------
     def _put_job(self, req: Request) -> Reply:
