@@ -271,7 +271,29 @@ def test_find_job_by_idempotency_key_in_run_history(fake: FakeAzureMLPipelines, 
     assert other.find_job(other_key) is None
     assert (
         fake.server.calls_to("runs_query")[-2].body["filter"]
-        == f"(Properties/dagster.key_digest eq '{request.key_digest}')"
+        == f'(Properties/dagster.key_digest eq "{request.key_digest}")'
+    ), "the form azureml-core's OData helpers write (double-quoted literal)"
+
+
+def test_run_history_refuses_a_filter_the_sdk_never_sends(fake: FakeAzureMLPipelines) -> None:
+    import httpx
+
+    from tests.support.fakes.http import TOKEN
+
+    fake.experiments.add("mnist-tests")
+    url = f"{fake.url}/history/v1.0{workspace_path(fake)}/experiments/mnist-tests/runs:query"
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    for bad in ("(Properties/dagster.key_digest eq 'abc')", 'Properties/dagster.key_digest eq "abc"'):
+        answer = httpx.post(url, json={"filter": bad}, headers=headers)
+        assert answer.status_code == 400, bad
+    good = httpx.post(url, json={"filter": '(Properties/dagster.key_digest eq "abc")'}, headers=headers)
+    assert good.status_code == 200 and good.json() == {"value": []}
+
+
+def workspace_path(fake: FakeAzureMLPipelines) -> str:
+    return (
+        f"/subscriptions/{fake.subscription}/resourceGroups/{fake.resource_group}"
+        f"/providers/Microsoft.MachineLearningServices/workspaces/{fake.workspace}"
     )
 
 

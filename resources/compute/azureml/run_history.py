@@ -1,7 +1,8 @@
 """AzureML v1 run history: finding a pipeline run by property, its steps, their errors and their logs.
 
 Calls (H = https://<region>.api.azureml.ms/history/v1.0/<workspace>):
-- find:   POST H/experiments/<exp>/runs:query with filter "(Properties/dagster.key_digest eq '<digest>')"
+- find:   POST H/experiments/<exp>/runs:query with filter '(Properties/dagster.key_digest eq "<digest>")'
+          (what azureml-core's `Run.list(experiment, properties={...})` sends)
 - steps:  GET H/runs/<id>/children (status; properties azureml.reusedrunid mark a reused step)
 - logs:   GET H/runs/<step>/details -> logFiles {name: SAS URL}, read incrementally
 """
@@ -36,6 +37,14 @@ class Step:
     logs_done: bool = False
 
 
+def property_filter(key: str, value: str) -> str:
+    """An OData run filter 'property `key` equals `value`', written as azureml-core writes it
+    (PROP_EQ_FORMAT_STR with value_to_odata_string: the literal in double quotes)."""
+    if '"' in value or '"' in key:
+        raise ValueError(f"an OData literal here cannot hold a double quote: {key}={value}")
+    return f'(Properties/{key} eq "{value}")'
+
+
 class RunHistory:
     """The run-history API of one workspace (`url` turns a path under H into a URL)."""
 
@@ -51,7 +60,9 @@ class RunHistory:
                 "POST",
                 self.url(f"experiments/{quote(experiment)}/runs:query"),
                 json_body={
-                    "filter": f"(Properties/{DIGEST_PROPERTY} eq '{key_digest}')",
+                    # azureml-core's own form (Run.list(properties=...) through
+                    # azureml/_restclient/_odata): the literal in double quotes.
+                    "filter": property_filter(DIGEST_PROPERTY, key_digest),
                     "orderBy": "CreatedUtc desc",
                     "top": 20,
                 },

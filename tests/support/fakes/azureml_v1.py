@@ -111,6 +111,7 @@ class FakeAzureMLPipelines(FakeWorkspace):
         self.versions: dict[str, str] = {}
         self.default_version = "0"
         self.runs: dict[str, PipelineRun] = {}
+        self.experiments: set[str] = set()  # created by the first run submitted to them
         self.fail_next: str | None = None  # the next run's step fails with this message
         self.publish(allow_reuse=allow_reuse)
         self._routes()
@@ -292,6 +293,7 @@ class FakeAzureMLPipelines(FakeWorkspace):
             properties=dict(body.get("Properties") or {}),
         )
         self.runs[run_id] = run
+        self.experiments.add(experiment)
         self.runner.add(job)
         return Reply(200, self._run_entity(run))
 
@@ -441,7 +443,7 @@ class FakeAzureMLPipelines(FakeWorkspace):
             return bad
         specs.validate(specs.RUN_HISTORY, "QueryParams", req.body)
         runs = [r for r in self.runs.values() if r.experiment == req.match["exp"]]
-        if not runs and req.match["exp"] not in {r.experiment for r in self.runs.values()}:
+        if req.match["exp"] not in self.experiments:
             return _error(404, "ExperimentNotFound", f"experiment {req.match['exp']} not found")
         conditions = _parse_filter(str(req.body.get("filter") or ""))
         if conditions is None:
@@ -590,16 +592,27 @@ def _error(status: int, code: str, message: str) -> Reply:
     return Reply(status, {"Error": {"Code": code, "Message": message}})
 
 
-_CONDITION = re.compile(r"^\(?\s*(Properties|Tags)/([\w.\-]+) eq '([^']*)'\s*\)?$", re.IGNORECASE)
+# azureml-core's OData helpers (azureml/_restclient/_odata: PROP_EQ_FORMAT_STR, value_to_odata_string)
+# write "(Properties/<key> eq \"<value>\")", joined by " and " inside one more pair of parentheses.
+# That is the only form the fake accepts: a single-quoted literal is refused, since the SDK never
+# sends one and no Microsoft document says the service takes it.
+_CONDITION = re.compile(r'^\((Properties|Tags)/([\w.\-]+) eq "([^"]*)"\)$')
 
 
 def _parse_filter(text: str) -> list[tuple[str, str, str]] | None:
-    """The OData subset azureml-core sends for property/tag equality: "(Properties/k eq 'v') and ..."."""
-    if not text.strip():
+    """The OData subset azureml-core sends for property/tag equality: '(Properties/k eq "v")', or
+    '((Properties/k eq "v") and (Tags/t eq "w"))' for several conditions."""
+    text = text.strip()
+    if not text:
         return []
+    parts = [text]
+    if text.startswith("((") and text.endswith("))"):
+        parts = text[1:-1].split(") and (")
+        parts = [p if p.startswith("(") else f"({p}" for p in parts]
+        parts = [p if p.endswith(")") else f"{p})" for p in parts]
     out = []
-    for part in re.split(r"\s+and\s+", text.strip()):
-        m = _CONDITION.match(part.strip())
+    for part in parts:
+        m = _CONDITION.match(part)
         if not m:
             return None
         out.append((m.group(1).lower(), m.group(2), m.group(3)))
