@@ -21,7 +21,8 @@ HYPERPARAMETERS: dict[str, str] = {
     "C": "30.0",
     "seed": "0",
 }
-# The Dagster Pipes bootstrap (JSON of env vars); empty when the pipeline runs outside Dagster.
+# The Dagster Pipes bootstrap (workload/pipes_bootstrap.py: URL-safe base64 of its variables);
+# empty when the pipeline runs outside Dagster.
 PIPES_PARAMETER = "dagster_pipes"
 PARAMETERS: dict[str, str] = {**HYPERPARAMETERS, PIPES_PARAMETER: ""}
 

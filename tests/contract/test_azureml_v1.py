@@ -391,3 +391,23 @@ def test_settings_choose_the_azureml_backends_with_secrets_as_env_vars() -> None
         Settings.from_env({k: v for k, v in env.items() if k != "MNIST_AZUREML_WORKSPACE"})
     local_scoring = Settings.from_env({**env, "MNIST_SCORING_COMPUTE": "local"})
     assert not isinstance(local_scoring.compute_backend("scoring"), AzureMLBatchEndpointBackend)
+
+
+def test_pipes_bootstrap_survives_azureml_argument_rewriting(
+    fake: FakeAzureMLPipelines, store: ObjectStore
+) -> None:
+    """AzureML backslash-escapes semicolons in step arguments (the fake does too): the bootstrap the
+    step decodes must be exactly the one Dagster sent, whatever characters it holds."""
+    from deploy.azureml.train_step import pipes_env
+
+    env = {
+        "DAGSTER_PIPES_CONTEXT": "eJyrVkrOz0vOz0nVS87PVbJSUEpJLU4uyswvyczPs1IqSs0rzs9NTclUcE7MTVWqBQCk2Q0p",
+        "DAGSTER_PIPES_MESSAGES": '{"path": "/mnt/a;b c", "note": "x\\\\;y \\"quoted\\""}',
+    }
+    request = WorkloadRequest(
+        "train", f"run-{uuid.uuid4()}/trained/-/train", {"raw": RAW}, {"model": OUT}, HYPER
+    )
+    job_id = backend(fake).submit(request, store, env)
+    argv = fake.runs[job_id].argv
+    sent = argv[argv.index("--dagster-pipes") + 1]
+    assert pipes_env(sent) == env

@@ -16,7 +16,6 @@ Finding a run by its key, its steps and their logs go through run history (see `
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -30,6 +29,7 @@ from resources.azure.retry import Backoff, submit_once
 from resources.compute.base import JobState, JobStatus, WorkloadRequest
 from resources.compute.outputs import completion_marker, is_complete
 from resources.storage import ObjectStore
+from workload.pipes_bootstrap import encode_bootstrap
 
 from .run_history import DIGEST_PROPERTY, KEY_PROPERTY, RunHistory, Step
 from .workspace import AzureMLBackend, LogLinePipesReader
@@ -174,7 +174,9 @@ class AzureMLPipelineBackend(AzureMLBackend):
         }
         parameters = {k: _param_string(v) for k, v in request.params.items()}
         if self.pipes:
-            parameters[PIPES_PARAMETER] = json.dumps(dict(env), sort_keys=True)
+            # AzureML rewrites characters in step arguments (';' arrives as '\;'): URL-safe base64
+            # has none it touches.
+            parameters[PIPES_PARAMETER] = encode_bootstrap(env)
         marks = {
             KEY_PROPERTY: request.idempotency_key,
             DIGEST_PROPERTY: request.key_digest,

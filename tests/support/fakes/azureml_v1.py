@@ -69,6 +69,7 @@ class PipelineRun:
     job: SimJob
     step_id: str
     created: float
+    argv: list[str] = field(default_factory=list)  # the step's arguments, as AzureML passes them
     reused_from: tuple[str, str] | None = None  # (pipeline run id, step run id)
     tags: dict[str, str] = field(default_factory=dict)
     properties: dict[str, str] = field(default_factory=dict)
@@ -277,7 +278,7 @@ class FakeAzureMLPipelines(FakeWorkspace):
         run_id = str(uuid.uuid4())
         step_id = str(uuid.uuid4())
         reused = self._reusable(pipeline_id, parameters, data_paths) if pipeline["allow_reuse"] else None
-        job = self._job(run_id, pipeline_id, parameters, data_paths, reused is not None)
+        job, argv = self._job(run_id, pipeline_id, parameters, data_paths, reused is not None)
         run = PipelineRun(
             run_id,
             pipeline_id,
@@ -288,6 +289,7 @@ class FakeAzureMLPipelines(FakeWorkspace):
             job,
             step_id,
             self.clock.now(),
+            argv=argv,
             reused_from=reused,
             tags=dict(body.get("tags") or {}),
             properties=dict(body.get("Properties") or {}),
@@ -317,37 +319,37 @@ class FakeAzureMLPipelines(FakeWorkspace):
         parameters: dict[str, str],
         data_paths: dict[str, Any],
         reused: bool,
-    ) -> SimJob:
+    ) -> tuple[SimJob, list[str]]:
+        """The step's job and the arguments AzureML starts it with (the published arguments with the
+        pipeline parameters, rewritten as AzureML rewrites them, and the mount points filled in)."""
         mounts = {
             name: Mount(dp["RelativePath"], Path(), output=(name == pipeline_spec.MODEL_OUTPUT))
             for name, dp in data_paths.items()
         }
+        base = self.runner._root / run_id
+        values = {name: azureml_argument(value) for name, value in parameters.items()}
+        for name, mount in mounts.items():
+            mount.local = base / "mnt" / name
+            values[name] = str(mount.local)
+        args = [a.format(**values) for a in self.pipelines[pipeline_id]["arguments"]]
         job = SimJob(id=run_id, created=self.clock.now(), queue_s=self.queue_s, run_s=self.run_s)
         if reused:
             job.run_s = min(self.run_s, 0.2)
             job.simulated_log = ["step reused: no execution"]
             job.executes = False
-            return job
+            return job, args
         fail, self.fail_next = self.fail_next, None
+        job.mounts = list(mounts.values())
         if self.mode == "simulate" or fail:
-            job.mounts = list(mounts.values())
             job.fail_message = fail
             job.simulated_log = ["Starting the training step (simulated)", "metrics: held_out_accuracy=0.99"]
             job.simulated_outputs = {
                 **TRAINED_MODEL,
                 "metrics.json": json.dumps(_FAKE_METRICS).encode(),
             }
-            return job
-        # Run the published step: its arguments with the pipeline parameters and mount points filled in.
-        base = self.runner._root / run_id
-        values = dict(parameters)
-        for name, mount in mounts.items():
-            mount.local = base / "mnt" / name
-            values[name] = str(mount.local)
-        args = [a.format(**values) for a in self.pipelines[pipeline_id]["arguments"]]
+            return job, args
         job.command = [sys.executable, pipeline_spec.STEP_SCRIPT, *args]
-        job.mounts = list(mounts.values())
-        return job
+        return job, args
 
     # ---- runs -------------------------------------------------------------------------------------------
     def _get(self, req: Request) -> PipelineRun | Reply:
@@ -586,6 +588,16 @@ _FAKE_METRICS = {
     "n_held_out": 200,
     "confusion_matrix": [[20 if i == j else 0 for j in range(10)] for i in range(10)],
 }
+
+
+def azureml_argument(value: str) -> str:
+    """A pipeline parameter's value as the step receives it in its arguments.
+
+    AzureML rewrites step arguments: a semicolon arrives backslash-escaped (Azure/MachineLearningNotebooks
+    issue 1536, "PythonScriptStep arguments wrongly encodes strings with semicolons": `a;b` arrives as
+    `a\\;b`). That is the rewriting documented; a value that must arrive intact carries no such character.
+    """
+    return value.replace(";", "\\;")
 
 
 def _error(status: int, code: str, message: str) -> Reply:
