@@ -1,10 +1,11 @@
-"""The AzureML v1 pipeline step that trains: DataPath mounts in, the workload's `train` task, model out.
+"""The AzureML v1 pipeline step that trains: a DataPath mount in, the workload's `train` task, an output out.
 
 AzureML runs `python deploy/azureml/train_step.py --raw-data <mounted raw folder> --model-output
-<mounted model folder> --hyperparameter NAME VALUE ... --dagster-pipes <bootstrap or empty>` from the
-project snapshot. When started by Dagster, `--dagster-pipes` carries the Pipes bootstrap variables,
-URL-safe base64 (`workload/pipes_bootstrap.py`) since AzureML rewrites some characters in arguments:
-the workload then reports logs and metrics through Pipes messages on stderr, which AzureML keeps in
+<output folder> --hyperparameter NAME VALUE ... --dagster-pipes <bootstrap or empty>` from the
+project snapshot. The raw folder is a read-only input mount; the output folder is the step's
+output binding (`model_output`), which AzureML uploads to the datastore when the step ends. When
+started by Dagster, `--dagster-pipes` carries the Pipes bootstrap variables, URL-safe base64
+(`workload/pipes_bootstrap.py`) since AzureML rewrites some characters in arguments: the workload then reports logs and metrics through Pipes messages on stderr, which AzureML keeps in
 the step's log and the Dagster backend reads back. Pure stdlib + the workload: no Dagster needed.
 """
 

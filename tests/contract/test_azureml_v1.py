@@ -107,12 +107,11 @@ def test_success_submits_once_streams_steps_and_records_metadata(
     assert result.success, error_text(result)
     assert fake.submissions == 1
     [run] = fake.runs.values()
-    # What went over the wire: string parameters and DataPath assignments on the datastore.
+    # What went over the wire: string parameters and a DataPath assignment for the input only.
     assert run.submission["ParameterAssignments"]["pca_components"] == "20"
     assert run.submission["DataPathAssignments"] == {
-        "raw_data": {"DataStoreName": "mnist_blob", "RelativePath": RAW},
-        "model_output": {"DataStoreName": "mnist_blob", "RelativePath": OUT},
-    }
+        "raw_data": {"DataStoreName": "mnist_blob", "RelativePath": RAW}
+    }, "the model folder is the step's output binding, not a (read-only) DataPath input"
     assert run.submission["Properties"]["dagster.idempotency_key"].endswith("/trained/-/train")
     meta = result.asset_materializations_for_node("trained")[0].metadata
     assert meta["azureml_run_id"].value == run.id
@@ -124,7 +123,34 @@ def test_success_submits_once_streams_steps_and_records_metadata(
     text = "\n".join(logs(result))
     assert "step train: Running" in text and "step train: Completed" in text
     assert "train/azureml-logs/70_driver_log.txt: Starting the training step" in text
-    assert store.exists(f"{OUT}/metrics.json")
+    # AzureML uploaded the step's output under its step run id; the backend copied it into the model folder.
+    assert store.exists(f"_azureml_outputs/{run.step_id}/model_output/metrics.json")
+    assert store.get_bytes(f"{OUT}/model/model.pkl") == b"fake" and store.exists(f"{OUT}/metrics.json")
+
+
+def test_the_fake_mounts_inputs_read_only(fake: FakeAzureMLPipelines, tmp_path: Path) -> None:
+    """A step that writes into an input mount fails, as on AzureML's read-only input mounts."""
+    import sys
+    import time
+
+    from tests.support.fakes.jobs import Mount, SimJob
+
+    local = tmp_path / "raw"
+    write = "import sys, pathlib; pathlib.Path(sys.argv[1], 'model.pkl').write_bytes(b'x')"
+    job = fake.runner.add(
+        SimJob(
+            id="writes-input",
+            created=fake.clock.now(),
+            queue_s=0,
+            run_s=0,
+            command=[sys.executable, "-c", write, str(local)],
+            mounts=[Mount(RAW, local, output=False)],
+        )
+    )
+    deadline = time.monotonic() + 20
+    while not job.terminal and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert job.state == "Failed" and "Read-only file system" in str(job.error)
 
 
 def test_pinned_version_and_unknown_version(fake: FakeAzureMLPipelines, store: ObjectStore) -> None:
@@ -315,11 +341,16 @@ def test_reused_step_is_never_reported_as_fresh_training(store: ObjectStore) -> 
         )
         assert any("reused AzureML run" in m for m in logs(second))
         assert fake.runner.executions == 1, "the reused run did no work"
+        # The reused run's outputs are the first run's, copied into the model folder.
+        first_step = next(iter(fake.runs.values())).step_id
+        assert store.exists(f"{OUT}/metrics.json")
         # A reused step whose outputs are gone is a failure that says why.
-        store.delete(f"{OUT}/metrics.json")
+        store.delete(f"_azureml_outputs/{first_step}/model_output/metrics.json")
         third = materialize(backend(fake, pipes=False), store)
         assert not third.success
-        assert "reused step run(s)" in error_text(third) and "allow_reuse=False" in error_text(third)
+        assert f"reused step run {first_step}" in error_text(third) and "allow_reuse=False" in error_text(
+            third
+        )
     finally:
         fake.stop()
 
@@ -354,6 +385,8 @@ def test_published_pipeline_interface_matches_what_the_backend_submits() -> None
     )
     b = AzureMLPipelineBackend(subscription_id="s", resource_group="r", workspace_name="w")
     assert set(b.datapath_parameters.values()) == set(published["datapath_parameters"])
+    assert set(b.output_bindings.values()) == set(published["outputs"])
+    assert published["outputs"]["model_output"] == f"d/{b.output_destination}"
     assert set(HYPER) | {"dagster_pipes"} == set(published["parameters"])
     assert published["allow_reuse"] is False
 

@@ -51,7 +51,6 @@ def sdk_submit_and_wait(
             pipeline_parameters={
                 "pca_components": "20",
                 "raw_data": DataPath(datastore, "raw/mnist/r1"),
-                "model_output": DataPath(datastore, "models/mnist/sdk"),
             },
         )
         deadline = time.monotonic() + 20
@@ -67,8 +66,7 @@ def sdk_submit_and_wait(
             ws,
             "sdk-tests",
             pipeline_parameters={
-                "raw_data": DataPath(datastore, "raw/mnist/r1"),
-                "model_output": DataPath(datastore, "models/mnist/sdk2"),
+                "raw_data": DataPath(datastore, "raw/mnist/r2"),
             },
         )
         assert direct.get_status() in ("NotStarted", "Running", "Finished")

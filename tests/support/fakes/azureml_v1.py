@@ -7,7 +7,10 @@ PaginatedRunList) are validated against the official run-history v1.0 spec befor
 
 Runs really run: a submitted pipeline run queues, then its `train` step executes the published
 step (`deploy/azureml/train_step.py` with the pipeline's arguments) with its DataPaths "mounted" from
-the datastore (Azurite), and uploads the model folder when it succeeds. `mode="simulate"` replaces
+the datastore (Azurite) read-only (a step that writes into an input fails, as on a read-only mount),
+and uploads its output (OutputFileDatasetConfig `model_output`) to
+`_azureml_outputs/<step run id>/model_output/` when it succeeds. Parameter values reach the step's
+arguments rewritten as AzureML rewrites them (`azureml_argument`). `mode="simulate"` replaces
 the step by a timed stand-in that writes a few files (protocol tests, benchmarks).
 `allow_reuse`: a run whose parameters and DataPaths equal an earlier finished run's is not executed;
 its step is marked reused (properties azureml.reusedrunid / reusednodeid / reusedpipeline), as AzureML does.
@@ -21,7 +24,6 @@ import re
 import sys
 import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from deploy.azureml import pipeline_spec
@@ -127,6 +129,8 @@ class FakeAzureMLPipelines(FakeWorkspace):
                 name: {"DataStoreName": self.datastore, "RelativePath": ""}
                 for name in pipeline_spec.DATAPATH_PARAMETERS
             },
+            # OutputFileDatasetConfig outputs (upload mode): uploaded to the datastore when the step ends.
+            "outputs": list(pipeline_spec.OUTPUTS),
             "arguments": pipeline_spec.step_arguments(),
             "allow_reuse": allow_reuse,
         }
@@ -278,7 +282,7 @@ class FakeAzureMLPipelines(FakeWorkspace):
         run_id = str(uuid.uuid4())
         step_id = str(uuid.uuid4())
         reused = self._reusable(pipeline_id, parameters, data_paths) if pipeline["allow_reuse"] else None
-        job, argv = self._job(run_id, pipeline_id, parameters, data_paths, reused is not None)
+        job, argv = self._job(run_id, step_id, pipeline_id, parameters, data_paths, reused is not None)
         run = PipelineRun(
             run_id,
             pipeline_id,
@@ -315,22 +319,29 @@ class FakeAzureMLPipelines(FakeWorkspace):
     def _job(
         self,
         run_id: str,
+        step_id: str,
         pipeline_id: str,
         parameters: dict[str, str],
         data_paths: dict[str, Any],
         reused: bool,
     ) -> tuple[SimJob, list[str]]:
         """The step's job and the arguments AzureML starts it with (the published arguments with the
-        pipeline parameters, rewritten as AzureML rewrites them, and the mount points filled in)."""
+        pipeline parameters, rewritten as AzureML rewrites them, and the local paths filled in).
+
+        DataPath parameters are inputs, mounted read-only (a write to them fails the step); outputs
+        are local folders uploaded to their destination in the datastore when the step succeeds.
+        """
+        base = self.runner._root / run_id
         mounts = {
-            name: Mount(dp["RelativePath"], Path(), output=(name == pipeline_spec.MODEL_OUTPUT))
+            name: Mount(dp["RelativePath"], base / "mnt" / name, output=False)
             for name, dp in data_paths.items()
         }
-        base = self.runner._root / run_id
+        for name in self.pipelines[pipeline_id]["outputs"]:
+            mounts[name] = Mount(
+                pipeline_spec.output_path(step_id, name), base / "outputs" / name, output=True
+            )
         values = {name: azureml_argument(value) for name, value in parameters.items()}
-        for name, mount in mounts.items():
-            mount.local = base / "mnt" / name
-            values[name] = str(mount.local)
+        values.update({name: str(mount.local) for name, mount in mounts.items()})
         args = [a.format(**values) for a in self.pipelines[pipeline_id]["arguments"]]
         job = SimJob(id=run_id, created=self.clock.now(), queue_s=self.queue_s, run_s=self.run_s)
         if reused:
