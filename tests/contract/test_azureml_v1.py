@@ -297,7 +297,7 @@ def test_find_job_by_idempotency_key_in_run_history(fake: FakeAzureMLPipelines, 
     assert other.find_job(other_key) is None
     assert (
         fake.server.calls_to("runs_query")[-2].body["filter"]
-        == f'(Properties/dagster.key_digest eq "{request.key_digest}")'
+        == f'((Properties/dagster.key_digest eq "{request.key_digest}") and (ParentRunId eq null))'
     ), "the form azureml-core's OData helpers write (double-quoted literal)"
 
 

@@ -122,8 +122,10 @@ class AzureMLPipelineBackend(AzureMLBackend):
     def _api(self) -> Any:
         return self._rest(V1_SCOPE, "AzureML pipelines")
 
-    def _history(self) -> RunHistory:
-        return RunHistory(self._api(), self._rest(None, "AzureML log files"), self._h)
+    def _history(self, job_id: str | None = None) -> RunHistory:
+        """Run history of the experiment that holds `job_id` (else the one this backend submits to)."""
+        experiment = (self._info(job_id).experiment if job_id else None) or self.experiment_name
+        return RunHistory(self._api(), self._rest(None, "AzureML log files"), self._h, experiment)
 
     # ---- the endpoint -----------------------------------------------------------------------------
     def endpoint(self) -> dict[str, Any]:
@@ -165,7 +167,7 @@ class AzureMLPipelineBackend(AzureMLBackend):
     # ---- the job protocol -------------------------------------------------------------------------
     def find_job(self, request: WorkloadRequest) -> str | None:
         """The pipeline run already submitted for this idempotency key (run history, by property)."""
-        return self._history().find_run(self.experiment_name, request.key_digest, request.idempotency_key)
+        return self._history().find_run(request.key_digest, request.idempotency_key)
 
     def submit(self, request: WorkloadRequest, store: ObjectStore, env: Mapping[str, str]) -> str:
         endpoint = self.endpoint()
@@ -259,7 +261,7 @@ class AzureMLPipelineBackend(AzureMLBackend):
     def _failure_message(self, job_id: str, info: _RunInfo) -> str:
         """The run's error, and the failed step's, from run history (what the portal shows)."""
         parts = [info.status_detail] if info.status_detail else []
-        parts += self._history().step_errors(job_id)
+        parts += self._history(job_id).step_errors(job_id)
         parts.append(f"see {self.portal_url(job_id)}")
         return "; ".join(parts)
 
@@ -275,7 +277,7 @@ class AzureMLPipelineBackend(AzureMLBackend):
 
     # ---- steps, logs, Pipes -----------------------------------------------------------------------
     def new_log_lines(self, job_id: str) -> list[str]:
-        return self._history().new_lines(job_id, self._info(job_id).steps, self._log_pipes)
+        return self._history(job_id).new_lines(job_id, self._info(job_id).steps, self._log_pipes)
 
     @contextlib.contextmanager
     def pipes_session(
@@ -323,7 +325,7 @@ class AzureMLPipelineBackend(AzureMLBackend):
 
     def _producing_step(self, job_id: str) -> tuple[str, bool]:
         """(the step run whose outputs this run has, whether AzureML reused it from another run)."""
-        for child in self._history().children(job_id):
+        for child in self._history(job_id).children(job_id):
             if (child.get("displayName") or child.get("name")) != self.step_name:
                 continue
             reused = (child.get("properties") or {}).get("azureml.reusedrunid")

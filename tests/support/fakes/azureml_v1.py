@@ -147,7 +147,7 @@ class FakeAzureMLPipelines(FakeWorkspace):
 
     # ---- routes ---------------------------------------------------------------------------------------
     def _routes(self) -> None:
-        r = self.server.route
+        r = self.route
         r("GET", P + r"/PipelineEndpoints/Name", "endpoint_by_name", self._endpoint_by_name)
         r("GET", P + r"/PipelineEndpoints/Id/(?P<id>[^/]+)", "endpoint_by_id", self._endpoint_by_id)
         r(
@@ -501,6 +501,8 @@ class FakeAzureMLPipelines(FakeWorkspace):
             for k in ("runId", "status", "parentRunId", "tags", "properties", "startTimeUtc", "endTimeUtc")
             if record.get(k) is not None
         }
+        # Always there, empty before the step writes a log (azureml-core's Run.get_details indexes it).
+        details["logFiles"] = {}
         if step and run.job.log is not None and run.job.log.exists() and not run.reused_from:
             details["logFiles"] = {
                 "azureml-logs/70_driver_log.txt": f"{self.url}/logs/{run.step_id}/70_driver_log.txt?sv=2021&sig=not-a-secret"
@@ -620,6 +622,7 @@ def _error(status: int, code: str, message: str) -> Reply:
 # That is the only form the fake accepts: a single-quoted literal is refused, since the SDK never
 # sends one and no Microsoft document says the service takes it.
 _CONDITION = re.compile(r'^\((Properties|Tags)/([\w.\-]+) eq "([^"]*)"\)$')
+_TOP_LEVEL = "(ParentRunId eq null)"  # azureml-core adds it unless children are asked for
 
 
 def _parse_filter(text: str) -> list[tuple[str, str, str]] | None:
@@ -635,6 +638,8 @@ def _parse_filter(text: str) -> list[tuple[str, str, str]] | None:
         parts = [p if p.endswith(")") else f"{p})" for p in parts]
     out = []
     for part in parts:
+        if part == _TOP_LEVEL:
+            continue  # the fake's query answers top-level (pipeline) runs only
         m = _CONDITION.match(part)
         if not m:
             return None

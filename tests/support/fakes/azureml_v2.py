@@ -136,7 +136,7 @@ class FakeAzureMLBatch(FakeWorkspace):
 
     # ---- routes ------------------------------------------------------------------------------------------
     def _routes(self) -> None:
-        r = self.server.route
+        r = self.route
         r("GET", A + r"/batchEndpoints/(?P<ep>[^/]+)", "endpoint", self._endpoint)
         r("GET", A + r"/batchEndpoints/(?P<ep>[^/]+)/deployments", "deployments", self._deployments)
         r(

@@ -19,10 +19,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
 from resources.storage import ObjectStore
-from tests.support.fakes.http import FakeHttpServer
+from tests.support.fakes.http import FakeHttpServer, Handler, Reply, Request
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 
@@ -243,10 +243,24 @@ def _make_read_only(root: Path) -> None:
             p.chmod(0o555 if p.is_dir() else 0o444)
 
 
+@dataclass(frozen=True)
+class Seen:
+    """One request a route handled, whole: what the SDK parity tests compare."""
+
+    route: str
+    method: str
+    host: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]  # lower-cased names
+    body: Any
+
+
 class FakeWorkspace:
     """What the AzureML fakes share: one workspace (names as the SDKs address it) served over HTTP by a
     `FakeHttpServer`, whose jobs a `JobRunner` advances on a clock running `scale` times real time.
-    `mode` is "process" (jobs run the real step) or "simulate"; `store` is the datastore's container."""
+    `mode` is "process" (jobs run the real step) or "simulate"; `store` is the datastore's container.
+    Every route is registered through `route`, which keeps each handled request in `seen`."""
 
     def __init__(
         self,
@@ -270,6 +284,27 @@ class FakeWorkspace:
         self.clock = Clock(scale)
         self.runner = JobRunner(store, self.clock)
         self.server = server or FakeHttpServer()
+        self.seen: list[Seen] = []
+        self._seen_lock = threading.Lock()
+
+    def route(self, method: str, pattern: str, name: str, handler: Handler, auth: bool = True) -> None:
+        """Register a route on the server; the requests it handles are kept in `seen`."""
+
+        def recorded(req: Request) -> Reply:
+            seen = Seen(
+                name,
+                req.method,
+                req.headers.get("host", ""),
+                req.path,
+                dict(req.query),
+                dict(req.headers),
+                req.body,
+            )
+            with self._seen_lock:
+                self.seen.append(seen)
+            return handler(req)
+
+        self.server.route(method, pattern, name, recorded, auth)
 
     def start(self) -> Self:
         self.server.start()
