@@ -11,7 +11,7 @@ Calls (P = /pipelines/v1.0/<workspace>, on https://<region>.api.azureml.ms):
 - endpoint: GET P/PipelineEndpoints/Name?Name=<name> (or P/PipelineEndpoints/Id/<id>)
 - submit:   POST P/PipelineRuns/PipelineEndpointSubmit/Id/<id>[/<version>?pipelineVersion=<version>]
             body PipelineSubmissionInfo: ExperimentName, ParameterAssignments, DataPathAssignments,
-            Properties and tags carrying the Dagster idempotency key
+            Properties carrying the Dagster idempotency key (the fields azureml-pipeline-core sends)
 - status:   GET P/PipelineRuns/<id>        cancel: DELETE P/PipelineRuns/<id>/Execution
 Finding a run by its key, its steps and their logs go through run history (see `run_history`).
 """
@@ -204,7 +204,6 @@ class AzureMLPipelineBackend(AzureMLBackend):
             "DataPathAssignments": data_paths,
             "DataSetDefinitionValueAssignments": {},
             "Properties": marks,
-            "tags": marks,
         }
         url = self._p(f"PipelineRuns/PipelineEndpointSubmit/Id/{quote(str(endpoint['Id']))}")
         params: dict[str, str] = {}
