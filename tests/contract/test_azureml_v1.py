@@ -17,7 +17,7 @@ from dagster._core.errors import DagsterExecutionInterruptedError
 from resources.compute import ComputeBackend, JobStatus, WorkloadRequest, idempotency_key
 from resources.compute.azureml import AzureMLPipelineBackend
 from resources.storage import ObjectStore
-from tests.support.fakes.azureml_v1 import FakeAzureMLPipelines
+from tests.support.fakes.azureml_v1 import FakeAzureMLPipelines, azureml_argument
 from tests.support.fakes.http import FAULTS
 from tests.support.remote import error_text, interrupt_if_running, new_blob_store
 
@@ -444,3 +444,7 @@ def test_pipes_bootstrap_survives_azureml_argument_rewriting(
     argv = fake.runs[job_id].argv
     sent = argv[argv.index("--dagster-pipes") + 1]
     assert pipes_env(sent) == env
+    # An argument that was rewritten on the way is refused, saying so, without echoing it.
+    with pytest.raises(ValueError, match="rewritten on the way") as refused:
+        pipes_env(azureml_argument(sent + ";"))
+    assert sent not in str(refused.value)

@@ -287,8 +287,11 @@ class FakeWorkspace:
         self.seen: list[Seen] = []
         self._seen_lock = threading.Lock()
 
-    def route(self, method: str, pattern: str, name: str, handler: Handler, auth: bool = True) -> None:
-        """Register a route on the server; the requests it handles are kept in `seen`."""
+    def route(
+        self, method: str, pattern: str, name: str, handler: Handler, auth: bool = True, **options: Any
+    ) -> None:
+        """Register a route on the server (`options` go to `FakeHttpServer.route` as they are); the
+        requests it handles are kept in `seen`."""
 
         def recorded(req: Request) -> Reply:
             seen = Seen(
@@ -304,7 +307,7 @@ class FakeWorkspace:
                 self.seen.append(seen)
             return handler(req)
 
-        self.server.route(method, pattern, name, recorded, auth)
+        self.server.route(method, pattern, name, recorded, auth, **options)
 
     def start(self) -> Self:
         self.server.start()
