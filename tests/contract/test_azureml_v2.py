@@ -267,6 +267,17 @@ def test_find_job_rests_on_the_job_name_not_on_echoed_properties_or_list_order(
     assert fake.invocations == 4
 
 
+def test_a_service_that_ignores_the_job_name_fails_the_step_and_the_job_is_cancelled(
+    fake: FakeAzureMLBatch, store: ObjectStore
+) -> None:
+    fake.honours_job_name = False
+    result = materialize(backend(fake), store)
+    assert not result.success
+    assert "ignored the job name" in error_text(result)
+    [job] = fake.jobs.values()
+    assert job.job.state == "Canceled" and fake.invocations == 1
+
+
 def test_real_sdk_invokes_polls_and_cancels_on_the_fake(
     fake: FakeAzureMLBatch, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

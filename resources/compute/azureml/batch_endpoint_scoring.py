@@ -41,7 +41,7 @@ from urllib.parse import quote
 import dagster as dg
 from pydantic import PrivateAttr
 
-from resources.azure.errors import PermanentAzureError
+from resources.azure.errors import PermanentAzureError, TransientAzureError
 from resources.azure.rest import ARM_SCOPE, AZUREML_SCOPE
 from resources.azure.retry import Backoff, submit_once
 from resources.compute.base import JobState, JobStatus, WorkloadRequest
@@ -228,9 +228,13 @@ class AzureMLBatchEndpointBackend(AzureMLBackend):
             ).json()
             answered = str(job.get("name") or str(job.get("id", "")).rsplit("/", 1)[-1])
             if answered != name:
+                # Without its name the job could not be found again after a lost answer, and its
+                # output folder would not follow from it: cancel it rather than run it unobserved.
+                with contextlib.suppress(PermanentAzureError, TransientAzureError):
+                    self.cancel(answered)
                 raise PermanentAzureError(
                     f"AzureML batch endpoint {self.endpoint_name!r} named the job {answered!r}, not {name!r}: "
-                    "it ignored the job name, so a lost answer could not be found again"
+                    "it ignored the job name the invocation gave, so the job was cancelled"
                 )
             info = self._info(name)
             info.deployment, info.model = deployment_name, model

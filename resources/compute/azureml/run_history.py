@@ -49,7 +49,8 @@ def property_filter(key: str, value: str) -> str:
 
 
 class RunHistory:
-    """The run-history API of one workspace (`url` turns a path under H into a URL)."""
+    """The run-history API of one experiment of a workspace (`url` turns a path under the workspace
+    into a URL)."""
 
     def __init__(
         self, api: AzureRest, log_files: AzureRest, url: Callable[[str], str], experiment: str
@@ -59,16 +60,15 @@ class RunHistory:
         self.url = url
         self.experiment = experiment
 
-    def _x(self, path: str) -> str:
+    def _in_experiment(self, path: str) -> str:
         return self.url(f"experiments/{quote(self.experiment)}/{path}")
 
     def find_run(self, key_digest: str, key: str) -> str | None:
         """The newest top-level run of the experiment carrying idempotency key `key`, if any."""
-        experiment = self.experiment
         try:
             found = self.api.call(
                 "POST",
-                self._x("runs:query"),
+                self._in_experiment("runs:query"),
                 json_body={
                     # azureml-core's own body (Run.list(experiment, properties=...) through
                     # azureml/_restclient/_odata and create_query_params): literals in double quotes,
@@ -78,7 +78,7 @@ class RunHistory:
                     "orderby": "StartTimeUtc desc",
                     "top": 20,
                 },
-                what=f"looking up runs of experiment {experiment!r}",
+                what=f"looking up runs of experiment {self.experiment!r}",
                 fix="MNIST_AZUREML_TRAINING_EXPERIMENT",
             ).json()
         except PermanentAzureError as err:
@@ -93,7 +93,7 @@ class RunHistory:
     def children(self, run_id: str) -> list[dict[str, Any]]:
         data = self.api.call(
             "GET",
-            self._x(f"runs/{quote(run_id)}/children"),
+            self._in_experiment(f"runs/{quote(run_id)}/children"),
             params={"$orderby": "StartTimeUtc desc", "$top": "500"},
             what=f"steps of run {run_id}",
         ).json()
@@ -102,7 +102,7 @@ class RunHistory:
     def details(self, run_id: str) -> dict[str, Any]:
         return (
             self.api.call(
-                "GET", self._x(f"runs/{quote(run_id)}/details"), what=f"details of run {run_id}"
+                "GET", self._in_experiment(f"runs/{quote(run_id)}/details"), what=f"details of run {run_id}"
             ).json()
             or {}
         )

@@ -109,6 +109,7 @@ class FakeAzureMLBatch(FakeWorkspace):
         self.default_deployment: str | None = None
         self.jobs: dict[str, BatchJob] = {}
         self.fail_next: str | None = None
+        self.honours_job_name = True  # False: a service that names jobs itself (what the backend must notice)
         self._routes()
 
     # ---- the AzureML side (what deploy/azureml/deploy_batch.py does) -----------------------------------
@@ -281,7 +282,7 @@ class FakeAzureMLBatch(FakeWorkspace):
                 return _error(400, "UserError", f"Output path {value.get('uri')} already exists")
             mounts.append(Mount(prefix, Path(), output=True))
         job_props = {str(k): str(v) for k, v in (props.get("properties") or {}).items()}
-        name = str(props.get("name") or f"batchjob-{uuid.uuid4()}")
+        name = str((props.get("name") if self.honours_job_name else None) or f"batchjob-{uuid.uuid4()}")
         if not JOB_NAME.match(name):
             return _error(400, "UserError", f"job name {name!r} is not a valid job name")
         if name in self.jobs:
