@@ -8,8 +8,11 @@ the flags. Authentication: the Azure CLI login (`az login`), else interactive.
 
 The pipeline (see pipeline_spec.py): one PythonScriptStep, `train`, running
 deploy/azureml/train_step.py from a snapshot of `workload/` + `deploy/azureml/`, with
-- DataPath pipeline parameters `raw_data` (the raw MNIST folder, mounted) and `model_output` (the
-  model version folder, mounted read-write: the step writes `model/` then `metrics.json` into it);
+- the DataPath pipeline parameter `raw_data` (the raw MNIST folder, mounted as an input: read-only);
+- the output `model_output` (OutputFileDatasetConfig, upload mode): the step writes `model/` then
+  `metrics.json` into a local folder, which AzureML uploads to
+  `<datastore>/_azureml_outputs/<step run id>/model_output/` when the step ends; the backend copies
+  it into the model version folder (an output destination cannot take a pipeline parameter);
 - string pipeline parameters for the hyperparameters and `dagster_pipes` (Pipes bootstrap, or empty);
 - `allow_reuse` off by default: Dagster already skips training when data, code and hyperparameters
   are unchanged, and a reused step would write nothing where the backend looks. With --allow-reuse,
@@ -64,6 +67,9 @@ def plan(args: argparse.Namespace) -> dict[str, Any]:
         "script": pipeline_spec.STEP_SCRIPT,
         "arguments": pipeline_spec.step_arguments(),
         "datapath_parameters": list(pipeline_spec.DATAPATH_PARAMETERS),
+        "outputs": {
+            name: f"{args.datastore}/{pipeline_spec.OUTPUT_DESTINATION}" for name in pipeline_spec.OUTPUTS
+        },
         "parameters": pipeline_spec.PARAMETERS,
         "allow_reuse": args.allow_reuse,
     }
@@ -73,6 +79,7 @@ def publish(args: argparse.Namespace) -> str:
     from azureml.core import Datastore, Environment, Workspace
     from azureml.core.authentication import AzureCliAuthentication, InteractiveLoginAuthentication
     from azureml.core.runconfig import RunConfiguration
+    from azureml.data import OutputFileDatasetConfig
     from azureml.data.datapath import DataPath, DataPathComputeBinding
     from azureml.pipeline.core import Pipeline, PipelineEndpoint, PipelineParameter
 
@@ -94,6 +101,11 @@ def publish(args: argparse.Namespace) -> str:
         inputs.append(bound[name])
     for name, default in pipeline_spec.PARAMETERS.items():
         bound[name] = PipelineParameter(name=name, default_value=default)
+    for name in pipeline_spec.OUTPUTS:
+        # An output binding, not a DataPath input: inputs may be mounted read-only.
+        bound[name] = OutputFileDatasetConfig(
+            name=name, destination=(datastore, pipeline_spec.OUTPUT_DESTINATION)
+        ).as_upload()
     arguments = [bound[a[1:-1]] if a.startswith("{") else a for a in pipeline_spec.step_arguments()]
 
     runconfig = RunConfiguration()

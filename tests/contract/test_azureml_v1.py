@@ -17,7 +17,7 @@ from dagster._core.errors import DagsterExecutionInterruptedError
 from resources.compute import ComputeBackend, JobStatus, WorkloadRequest, idempotency_key
 from resources.compute.azureml import AzureMLPipelineBackend
 from resources.storage import ObjectStore
-from tests.support.fakes.azureml_v1 import FakeAzureMLPipelines
+from tests.support.fakes.azureml_v1 import FakeAzureMLPipelines, azureml_argument
 from tests.support.fakes.http import FAULTS
 from tests.support.remote import error_text, interrupt_if_running, new_blob_store
 
@@ -107,12 +107,11 @@ def test_success_submits_once_streams_steps_and_records_metadata(
     assert result.success, error_text(result)
     assert fake.submissions == 1
     [run] = fake.runs.values()
-    # What went over the wire: string parameters and DataPath assignments on the datastore.
+    # What went over the wire: string parameters and a DataPath assignment for the input only.
     assert run.submission["ParameterAssignments"]["pca_components"] == "20"
     assert run.submission["DataPathAssignments"] == {
-        "raw_data": {"DataStoreName": "mnist_blob", "RelativePath": RAW},
-        "model_output": {"DataStoreName": "mnist_blob", "RelativePath": OUT},
-    }
+        "raw_data": {"DataStoreName": "mnist_blob", "RelativePath": RAW}
+    }, "the model folder is the step's output binding, not a (read-only) DataPath input"
     assert run.submission["Properties"]["dagster.idempotency_key"].endswith("/trained/-/train")
     meta = result.asset_materializations_for_node("trained")[0].metadata
     assert meta["azureml_run_id"].value == run.id
@@ -124,7 +123,34 @@ def test_success_submits_once_streams_steps_and_records_metadata(
     text = "\n".join(logs(result))
     assert "step train: Running" in text and "step train: Completed" in text
     assert "train/azureml-logs/70_driver_log.txt: Starting the training step" in text
-    assert store.exists(f"{OUT}/metrics.json")
+    # AzureML uploaded the step's output under its step run id; the backend copied it into the model folder.
+    assert store.exists(f"_azureml_outputs/{run.step_id}/model_output/metrics.json")
+    assert store.get_bytes(f"{OUT}/model/model.pkl") == b"fake" and store.exists(f"{OUT}/metrics.json")
+
+
+def test_the_fake_mounts_inputs_read_only(fake: FakeAzureMLPipelines, tmp_path: Path) -> None:
+    """A step that writes into an input mount fails, as on AzureML's read-only input mounts."""
+    import sys
+    import time
+
+    from tests.support.fakes.jobs import Mount, SimJob
+
+    local = tmp_path / "raw"
+    write = "import sys, pathlib; pathlib.Path(sys.argv[1], 'model.pkl').write_bytes(b'x')"
+    job = fake.runner.add(
+        SimJob(
+            id="writes-input",
+            created=fake.clock.now(),
+            queue_s=0,
+            run_s=0,
+            command=[sys.executable, "-c", write, str(local)],
+            mounts=[Mount(RAW, local, output=False)],
+        )
+    )
+    deadline = time.monotonic() + 20
+    while not job.terminal and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert job.state == "Failed" and "Read-only file system" in str(job.error)
 
 
 def test_pinned_version_and_unknown_version(fake: FakeAzureMLPipelines, store: ObjectStore) -> None:
@@ -271,7 +297,29 @@ def test_find_job_by_idempotency_key_in_run_history(fake: FakeAzureMLPipelines, 
     assert other.find_job(other_key) is None
     assert (
         fake.server.calls_to("runs_query")[-2].body["filter"]
-        == f"(Properties/dagster.key_digest eq '{request.key_digest}')"
+        == f'((Properties/dagster.key_digest eq "{request.key_digest}") and (ParentRunId eq null))'
+    ), "the form azureml-core's OData helpers write (double-quoted literal)"
+
+
+def test_run_history_refuses_a_filter_the_sdk_never_sends(fake: FakeAzureMLPipelines) -> None:
+    import httpx
+
+    from tests.support.fakes.http import token_for
+
+    fake.experiments.add("mnist-tests")
+    url = f"{fake.url}/history/v1.0{workspace_path(fake)}/experiments/mnist-tests/runs:query"
+    headers = {"Authorization": f"Bearer {token_for('https://management.core.windows.net/')}"}
+    for bad in ("(Properties/dagster.key_digest eq 'abc')", 'Properties/dagster.key_digest eq "abc"'):
+        answer = httpx.post(url, json={"filter": bad}, headers=headers)
+        assert answer.status_code == 400, bad
+    good = httpx.post(url, json={"filter": '(Properties/dagster.key_digest eq "abc")'}, headers=headers)
+    assert good.status_code == 200 and good.json() == {"value": []}
+
+
+def workspace_path(fake: FakeAzureMLPipelines) -> str:
+    return (
+        f"/subscriptions/{fake.subscription}/resourceGroups/{fake.resource_group}"
+        f"/providers/Microsoft.MachineLearningServices/workspaces/{fake.workspace}"
     )
 
 
@@ -293,11 +341,16 @@ def test_reused_step_is_never_reported_as_fresh_training(store: ObjectStore) -> 
         )
         assert any("reused AzureML run" in m for m in logs(second))
         assert fake.runner.executions == 1, "the reused run did no work"
+        # The reused run's outputs are the first run's, copied into the model folder.
+        first_step = next(iter(fake.runs.values())).step_id
+        assert store.exists(f"{OUT}/metrics.json")
         # A reused step whose outputs are gone is a failure that says why.
-        store.delete(f"{OUT}/metrics.json")
+        store.delete(f"_azureml_outputs/{first_step}/model_output/metrics.json")
         third = materialize(backend(fake, pipes=False), store)
         assert not third.success
-        assert "reused step run(s)" in error_text(third) and "allow_reuse=False" in error_text(third)
+        assert f"reused step run {first_step}" in error_text(third) and "allow_reuse=False" in error_text(
+            third
+        )
     finally:
         fake.stop()
 
@@ -332,6 +385,8 @@ def test_published_pipeline_interface_matches_what_the_backend_submits() -> None
     )
     b = AzureMLPipelineBackend(subscription_id="s", resource_group="r", workspace_name="w")
     assert set(b.datapath_parameters.values()) == set(published["datapath_parameters"])
+    assert set(b.output_bindings.values()) == set(published["outputs"])
+    assert published["outputs"]["model_output"] == f"d/{b.output_destination}"
     assert set(HYPER) | {"dagster_pipes"} == set(published["parameters"])
     assert published["allow_reuse"] is False
 
@@ -369,3 +424,27 @@ def test_settings_choose_the_azureml_backends_with_secrets_as_env_vars() -> None
         Settings.from_env({k: v for k, v in env.items() if k != "MNIST_AZUREML_WORKSPACE"})
     local_scoring = Settings.from_env({**env, "MNIST_SCORING_COMPUTE": "local"})
     assert not isinstance(local_scoring.compute_backend("scoring"), AzureMLBatchEndpointBackend)
+
+
+def test_pipes_bootstrap_survives_azureml_argument_rewriting(
+    fake: FakeAzureMLPipelines, store: ObjectStore
+) -> None:
+    """AzureML backslash-escapes semicolons in step arguments (the fake does too): the bootstrap the
+    step decodes must be exactly the one Dagster sent, whatever characters it holds."""
+    from deploy.azureml.train_step import pipes_env
+
+    env = {
+        "DAGSTER_PIPES_CONTEXT": "eJyrVkrOz0vOz0nVS87PVbJSUEpJLU4uyswvyczPs1IqSs0rzs9NTclUcE7MTVWqBQCk2Q0p",
+        "DAGSTER_PIPES_MESSAGES": '{"path": "/mnt/a;b c", "note": "x\\\\;y \\"quoted\\""}',
+    }
+    request = WorkloadRequest(
+        "train", f"run-{uuid.uuid4()}/trained/-/train", {"raw": RAW}, {"model": OUT}, HYPER
+    )
+    job_id = backend(fake).submit(request, store, env)
+    argv = fake.runs[job_id].argv
+    sent = argv[argv.index("--dagster-pipes") + 1]
+    assert pipes_env(sent) == env
+    # An argument that was rewritten on the way is refused, saying so, without echoing it.
+    with pytest.raises(ValueError, match="rewritten on the way") as refused:
+        pipes_env(azureml_argument(sent + ";"))
+    assert sent not in str(refused.value)

@@ -1,5 +1,7 @@
 """AzureML v2 batch-endpoint scoring backend against the stateful contract fake (+ Azurite as datastore)."""
 
+import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
@@ -206,13 +208,74 @@ class CrashAfterInvoke(AzureMLBatchEndpointBackend):
         return job_id
 
 
-def test_retried_step_reattaches_by_job_property(fake: FakeAzureMLBatch, store: ObjectStore) -> None:
+def test_retried_step_reattaches_by_job_name(fake: FakeAzureMLBatch, store: ObjectStore) -> None:
     CrashAfterInvoke.crashed.clear()
     result = materialize(backend(fake, CrashAfterInvoke), store, retries=1)
     assert result.success, error_text(result)
     assert fake.invocations == 1
     meta = result.asset_materializations_for_node("scored")[0].metadata
     assert meta["reattached"].value is True and meta["job"].value == CrashAfterInvoke.crashed[0]
+
+
+def test_find_job_rests_on_the_job_name_not_on_echoed_properties_or_list_order(
+    fake: FakeAzureMLBatch, store: ObjectStore
+) -> None:
+    """The invocation names its job (azure-ai-ml's `invoke(job_name=...)`, body field `name`), so a
+    lost submission is found with Jobs_Get. Nothing rests on the job keeping the invocation's own
+    properties (the fake drops them, as nothing promises them) or on the listing's order."""
+
+    b = backend(fake)
+    request = WorkloadRequest(
+        "score", f"run-{uuid.uuid4()}/scored/-/score", {"model": MODEL, "batch": BATCH}, {"predictions": OUT}
+    )
+    assert b.find_job(request) is None
+    for _ in range(3):  # other jobs in the workspace
+        materialize(backend(fake), store)
+    job_id = b.submit(request, store, {})
+    invoked = fake.jobs[job_id]
+    assert fake.server.calls_to("invoke")[-1].body["properties"]["name"] == job_id
+    arm_job = fake._job_resource(invoked)
+    assert not any(k.startswith("dagster.") for k in arm_job["properties"]["properties"]), "no echo"
+    other = backend(fake)
+    before = len(fake.server.calls_to("jobs_list"))
+    assert other.find_job(request) == job_id
+    assert len(fake.server.calls_to("jobs_list")) == before, "found by name, not by listing"
+    other_request = WorkloadRequest(
+        "score", "another/scored/-/score", {"model": MODEL, "batch": BATCH}, {"predictions": OUT}
+    )
+    assert other.find_job(other_request) is None
+    # The output folder follows from the job's name: a fresh process collects it without any echo.
+    deadline = time.monotonic() + 20
+    while not other.status(job_id).state.terminal and time.monotonic() < deadline:
+        time.sleep(0.1)
+    other.collect_outputs(job_id, request, store)
+    assert store.exists(f"{OUT}/summary.json")
+    # Job names are unique in a workspace: a second invocation with the same name is refused.
+    from resources.azure.errors import PermanentAzureError
+    from resources.azure.rest import AzureRest
+    from tests.support.fakes.http import FakeCredential
+
+    rest = AzureRest(
+        FakeCredential(), "https://ml.azure.com/.default", service="test", allow_http_loopback=True
+    )
+    again = fake.server.calls_to("invoke")[-1].body
+    again["properties"]["outputData"]["score"]["uri"] = (
+        "azureml://datastores/mnist_blob/paths/_batch_outputs/new/"
+    )
+    with pytest.raises(PermanentAzureError, match=f"a job named {job_id} already exists"):
+        rest.call("POST", fake.scoring_uri, json_body=again, what="invoke", retry=False)
+    assert fake.invocations == 4
+
+
+def test_a_service_that_ignores_the_job_name_fails_the_step_and_the_job_is_cancelled(
+    fake: FakeAzureMLBatch, store: ObjectStore
+) -> None:
+    fake.honours_job_name = False
+    result = materialize(backend(fake), store)
+    assert not result.success
+    assert "ignored the job name" in error_text(result)
+    [job] = fake.jobs.values()
+    assert job.job.state == "Canceled" and fake.invocations == 1
 
 
 def test_real_sdk_invokes_polls_and_cancels_on_the_fake(

@@ -8,12 +8,18 @@ Calls (ARM = https://management.azure.com<workspace>, api-version 2023-10-01):
 - GET ARM/batchEndpoints/<ep>                   scoringUri, default deployment
 - GET ARM/batchEndpoints/<ep>/deployments/<d>   which model it serves (properties.model.assetId)
 - GET ARM/models/<name>/versions/<v>            where that model lives (properties.modelUri)
-- POST <scoringUri> (token audience https://ml.azure.com)  {"properties": {"inputData", "outputData",
-  "properties"}}; the `azureml-model-deployment` header is set per request, so a deployment named
-  for one call never leaks into the next (azure-ai-ml keeps it in a module-level dict)
-- GET ARM/jobs/<name>    status          POST ARM/jobs/<name>/cancel
-- find: GET ARM/jobs?tag=... is by tag key only and batch invocations carry no tags, so the job is
-  found by the job property `dagster.key_digest` among the experiment's recent jobs.
+- POST <scoringUri> (token audience https://ml.azure.com)  {"properties": {"name", "inputData",
+  "outputData", "properties"}}, the body azure-ai-ml's `batch_endpoints.invoke(job_name=...)` sends;
+  the `azureml-model-deployment` header is set per request, so a deployment named for one call never
+  leaks into the next (azure-ai-ml keeps it in a module-level dict)
+- GET ARM/jobs/<name>    status, and finding an earlier invocation      POST ARM/jobs/<name>/cancel
+
+Idempotency: the invocation names its job after the Dagster idempotency key (`job_name`), and its
+output folder after the job, so a submission whose answer was lost is found with Jobs_Get and its
+output without reading anything back from the job. It does not rest on the job keeping the
+invocation's properties or on the jobs listing's order, which nothing documents; a batch
+invocation cannot tag its job (BatchJobSchema has no tags), and the 2023-10-01 listing filters by
+tag key only.
 
 Which model scores: the deployment serves one registered model (deploy/azureml/deploy_batch.py
 registers the promoted model folder and deploys it). Before invoking, the backend checks that the
@@ -24,6 +30,7 @@ what to run otherwise: scoring with a model other than the promoted one would be
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import re
 import uuid
 from collections.abc import Iterator, Mapping
@@ -34,7 +41,7 @@ from urllib.parse import quote
 import dagster as dg
 from pydantic import PrivateAttr
 
-from resources.azure.errors import PermanentAzureError
+from resources.azure.errors import PermanentAzureError, TransientAzureError
 from resources.azure.rest import ARM_SCOPE, AZUREML_SCOPE
 from resources.azure.retry import Backoff, submit_once
 from resources.compute.base import JobState, JobStatus, WorkloadRequest
@@ -45,9 +52,7 @@ from .workspace import AzureMLBackend, LogLinePipesReader
 
 API_VERSION = "2023-10-01"
 OUTPUTS_PREFIX = "_batch_outputs"
-KEY_PROPERTY = "dagster.idempotency_key"
-DIGEST_PROPERTY = "dagster.key_digest"
-OUTPUT_PROPERTY = "dagster.output_path"
+KEY_PROPERTY = "dagster.idempotency_key"  # for people reading the job in the studio; never read back
 _STATES = {
     "notstarted": JobState.QUEUED,
     "starting": JobState.QUEUED,
@@ -69,7 +74,6 @@ _STATES = {
 @dataclass
 class _JobInfo:
     status: str = ""
-    output_prefix: str | None = None
     deployment: str | None = None
     model: str | None = None
     studio_url: str | None = None
@@ -164,29 +168,15 @@ class AzureMLBatchEndpointBackend(AzureMLBackend):
 
     # ---- the job protocol -------------------------------------------------------------------------------
     def find_job(self, request: WorkloadRequest) -> str | None:
-        """The batch job already invoked for this idempotency key, by its job property."""
-        url: str | None = self._arm("jobs")
-        params: dict[str, str] | None = {"api-version": API_VERSION, "listViewType": "ActiveOnly"}
-        for _ in range(5):  # the newest jobs come first; a retry follows its submission closely
-            if url is None:
-                break
-            page = (
-                self._api()
-                .call("GET", url, params=params, what="listing jobs to find an earlier invocation")
-                .json()
-            )
-            for job in (page or {}).get("value") or []:
-                props = job.get("properties") or {}
-                marks = props.get("properties") or {}
-                if (
-                    marks.get(DIGEST_PROPERTY) == request.key_digest
-                    and marks.get(KEY_PROPERTY) == request.idempotency_key
-                ):
-                    info = self._info(str(job["name"]))
-                    info.output_prefix = marks.get(OUTPUT_PROPERTY)
-                    return str(job["name"])
-            url, params = (page or {}).get("nextLink"), None
-        return None
+        """The batch job already invoked for this idempotency key: the job named after the key."""
+        name = job_name(request)
+        try:
+            self._get(f"jobs/{quote(name)}", f"looking up batch job {name}")
+        except PermanentAzureError as err:
+            if err.status == 404:
+                return None
+            raise
+        return name
 
     def submit(self, request: WorkloadRequest, store: ObjectStore, env: Mapping[str, str]) -> str:
         if self.input_name not in request.inputs:
@@ -202,10 +192,13 @@ class AzureMLBatchEndpointBackend(AzureMLBackend):
         model = None
         if self.check_model and self.model_input in request.inputs:
             model = self._check_model(deployment_name, deployment, request.inputs[self.model_input])
-        # A batch endpoint refuses an output path that exists: every submission gets a fresh one.
-        output_prefix = f"{OUTPUTS_PREFIX}/{request.key_digest}/{uuid.uuid4().hex[:12]}"
+        # A batch endpoint refuses an output path that exists: each job has its own. A second POST for
+        # the same key only follows a lookup that found no job, so the path is still free.
+        name = job_name(request)
+        output_prefix = output_folder(name)
         body = {
             "properties": {
+                "name": name,
                 "inputData": {
                     self.input_name: {
                         "jobInputType": "UriFolder",
@@ -215,12 +208,7 @@ class AzureMLBatchEndpointBackend(AzureMLBackend):
                 "outputData": {
                     self.output_name: {"jobOutputType": "UriFolder", "uri": self.datastore_uri(output_prefix)}
                 },
-                "properties": {
-                    "experimentName": self.experiment_name,
-                    KEY_PROPERTY: request.idempotency_key,
-                    DIGEST_PROPERTY: request.key_digest,
-                    OUTPUT_PROPERTY: output_prefix,
-                },
+                "properties": {"experimentName": self.experiment_name, KEY_PROPERTY: request.idempotency_key},
             }
         }
         headers = {"x-ms-client-request-id": str(uuid.uuid4())}
@@ -238,9 +226,18 @@ class AzureMLBatchEndpointBackend(AzureMLBackend):
                 what=f"invoking batch endpoint {self.endpoint_name!r}",
                 fix="the endpoint's deployment and the datastore (MNIST_AZUREML_DATASTORE)",
             ).json()
-            name = str(job.get("name") or str(job.get("id", "")).rsplit("/", 1)[-1])
+            answered = str(job.get("name") or str(job.get("id", "")).rsplit("/", 1)[-1])
+            if answered != name:
+                # Without its name the job could not be found again after a lost answer, and its
+                # output folder would not follow from it: cancel it rather than run it unobserved.
+                with contextlib.suppress(PermanentAzureError, TransientAzureError):
+                    self.cancel(answered)
+                raise PermanentAzureError(
+                    f"AzureML batch endpoint {self.endpoint_name!r} named the job {answered!r}, not {name!r}: "
+                    "it ignored the job name the invocation gave, so the job was cancelled"
+                )
             info = self._info(name)
-            info.output_prefix, info.deployment, info.model = output_prefix, deployment_name, model
+            info.deployment, info.model = deployment_name, model
             return name
 
         return submit_once(
@@ -255,7 +252,6 @@ class AzureMLBatchEndpointBackend(AzureMLBackend):
         props = job.get("properties") or {}
         info = self._info(job_id)
         info.status = str(props.get("status") or "Unknown")
-        info.output_prefix = info.output_prefix or (props.get("properties") or {}).get(OUTPUT_PROPERTY)
         studio = ((props.get("services") or {}).get("Studio") or {}).get("endpoint")
         info.studio_url = studio or info.studio_url
         state = _STATES.get(info.status.lower(), JobState.QUEUED)
@@ -296,12 +292,7 @@ class AzureMLBatchEndpointBackend(AzureMLBackend):
 
     def collect_outputs(self, job_id: str, request: WorkloadRequest, store: ObjectStore) -> None:
         """Copy the job's output folder into the predictions folder, the marker file last."""
-        info = self._info(job_id)
-        if not info.output_prefix:
-            raise PermanentAzureError(
-                f"AzureML batch job {job_id}: its output folder is unknown (no {OUTPUT_PROPERTY} property)"
-            )
-        source = info.output_prefix.strip("/") + "/"
+        source = output_folder(job_id) + "/"
         if not is_complete(store, source, request.task):
             raise PermanentAzureError(
                 f"AzureML batch job {job_id} completed, but {store.uri(source)} has no "
@@ -324,9 +315,18 @@ class AzureMLBatchEndpointBackend(AzureMLBackend):
             meta["azureml_deployment"] = info.deployment
         if info.model:
             meta["azureml_model"] = info.model
-        if info.output_prefix:
-            meta["azureml_output"] = self.datastore_uri(info.output_prefix)
+        meta["azureml_output"] = self.datastore_uri(output_folder(job_id))
         return meta
+
+
+def job_name(request: WorkloadRequest) -> str:
+    """The batch job's name for this idempotency key (letters, digits and '-', as job names allow)."""
+    return "dagster-" + hashlib.sha256(request.idempotency_key.encode()).hexdigest()[:32]
+
+
+def output_folder(job: str) -> str:
+    """The datastore folder the job `job` writes its output to."""
+    return f"{OUTPUTS_PREFIX}/{job}"
 
 
 _DATASTORE_PATH = re.compile(r"datastores/([^/]+)/paths/(.+?)/*$")

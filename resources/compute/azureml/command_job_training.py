@@ -47,8 +47,8 @@ from resources.compute.outputs import completion_marker, is_complete
 from resources.storage import AzureBlobObjectStore, ObjectStore
 
 from .batch_endpoint_scoring import _STATES as JOB_STATES
-from .batch_endpoint_scoring import API_VERSION, DIGEST_PROPERTY, KEY_PROPERTY
-from .run_history import RunHistory, Step
+from .batch_endpoint_scoring import API_VERSION
+from .run_history import DIGEST_PROPERTY, KEY_PROPERTY, RunHistory, Step
 from .workspace import AzureMLBackend, LogLinePipesReader
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
@@ -115,6 +115,7 @@ class AzureMLCommandJobBackend(AzureMLBackend):
             self._api(),
             self._rest(None, "AzureML log files"),
             lambda path: f"{base}/history/v1.0{self.workspace_path}/{path}",
+            self.experiment_name,
         )
 
     def environment_id(self) -> str:

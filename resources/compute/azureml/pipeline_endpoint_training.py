@@ -2,13 +2,16 @@
 
 What ADF's "Machine Learning Execute Pipeline" activity does, as a compute backend: submit to a
 published pipeline endpoint (its default version, or a pinned one) with string pipeline parameters
-and DataPath assignments, follow the run, cancel it when the Dagster run is cancelled.
+and DataPath assignments for the inputs, follow the run, cancel it when the Dagster run is cancelled.
+Outputs are output bindings of the step (OutputFileDatasetConfig): AzureML uploads them to
+`<datastore>/_azureml_outputs/<step run id>/<output>/`, and the backend copies them into the
+requested folder (DataPath parameters are inputs, which AzureML may mount read-only).
 
 Calls (P = /pipelines/v1.0/<workspace>, on https://<region>.api.azureml.ms):
 - endpoint: GET P/PipelineEndpoints/Name?Name=<name> (or P/PipelineEndpoints/Id/<id>)
 - submit:   POST P/PipelineRuns/PipelineEndpointSubmit/Id/<id>[/<version>?pipelineVersion=<version>]
             body PipelineSubmissionInfo: ExperimentName, ParameterAssignments, DataPathAssignments,
-            Properties and tags carrying the Dagster idempotency key
+            Properties carrying the Dagster idempotency key (the fields azureml-pipeline-core sends)
 - status:   GET P/PipelineRuns/<id>        cancel: DELETE P/PipelineRuns/<id>/Execution
 Finding a run by its key, its steps and their logs go through run history (see `run_history`).
 """
@@ -16,7 +19,6 @@ Finding a run by its key, its steps and their logs go through run history (see `
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -28,8 +30,9 @@ from pydantic import PrivateAttr
 from resources.azure.errors import PermanentAzureError
 from resources.azure.retry import Backoff, submit_once
 from resources.compute.base import JobState, JobStatus, WorkloadRequest
-from resources.compute.outputs import completion_marker, is_complete
+from resources.compute.outputs import completion_marker, copy_prefix, is_complete
 from resources.storage import ObjectStore
+from workload.pipes_bootstrap import encode_bootstrap
 
 from .run_history import DIGEST_PROPERTY, KEY_PROPERTY, RunHistory, Step
 from .workspace import AzureMLBackend, LogLinePipesReader
@@ -71,10 +74,13 @@ class _RunInfo:
 class AzureMLPipelineBackend(AzureMLBackend):
     """Runs the training task as a run of an AzureML v1 PipelineEndpoint.
 
-    The request's inputs and outputs become DataPath assignments on the configured datastore
-    (`datapath_parameters` maps a request name to the pipeline's DataPath parameter), its params
-    become string pipeline parameters. The published pipeline's step runs the workload with
-    `deploy/azureml/train_step.py` (see `deploy/azureml/publish_pipeline.py`).
+    The request's inputs become DataPath assignments on the configured datastore
+    (`datapath_parameters` maps a request input to the pipeline's DataPath parameter), its params
+    become string pipeline parameters. Its outputs are the step's output bindings
+    (`output_bindings` maps a request output to the output's name): the step writes them, AzureML
+    uploads them to `output_destination` and the backend copies them where the request wants them.
+    The published pipeline's step runs the workload with `deploy/azureml/train_step.py` (see
+    `deploy/azureml/publish_pipeline.py` and `deploy/azureml/pipeline_spec.py`).
     """
 
     region: str | None = None  # e.g. "westeurope": the service is https://<region>.api.azureml.ms
@@ -83,7 +89,11 @@ class AzureMLPipelineBackend(AzureMLBackend):
     pipeline_endpoint_id: str | None = None  # ... or id
     pipeline_version: str | None = None  # None: the endpoint's default version
     experiment_name: str = "mnist-training"
-    datapath_parameters: dict[str, str] = {"raw": "raw_data", "model": "model_output"}
+    datapath_parameters: dict[str, str] = {"raw": "raw_data"}
+    output_bindings: dict[str, str] = {"model": "model_output"}
+    # Where the published step's outputs land in the datastore ({run-id}: the step run's id).
+    output_destination: str = "_azureml_outputs/{run-id}/{output-name}"
+    step_name: str = "train"  # the published pipeline's step that writes the outputs
     # Pass the Dagster Pipes bootstrap as a pipeline parameter, so logs and metrics come back live.
     # It makes every submission's parameters unique, so AzureML never reuses the step.
     pipes: bool = True
@@ -112,8 +122,10 @@ class AzureMLPipelineBackend(AzureMLBackend):
     def _api(self) -> Any:
         return self._rest(V1_SCOPE, "AzureML pipelines")
 
-    def _history(self) -> RunHistory:
-        return RunHistory(self._api(), self._rest(None, "AzureML log files"), self._h)
+    def _history(self, job_id: str | None = None) -> RunHistory:
+        """Run history of the experiment that holds `job_id` (else the one this backend submits to)."""
+        experiment = (self._info(job_id).experiment if job_id else None) or self.experiment_name
+        return RunHistory(self._api(), self._rest(None, "AzureML log files"), self._h, experiment)
 
     # ---- the endpoint -----------------------------------------------------------------------------
     def endpoint(self) -> dict[str, Any]:
@@ -155,26 +167,29 @@ class AzureMLPipelineBackend(AzureMLBackend):
     # ---- the job protocol -------------------------------------------------------------------------
     def find_job(self, request: WorkloadRequest) -> str | None:
         """The pipeline run already submitted for this idempotency key (run history, by property)."""
-        return self._history().find_run(self.experiment_name, request.key_digest, request.idempotency_key)
+        return self._history().find_run(request.key_digest, request.idempotency_key)
 
     def submit(self, request: WorkloadRequest, store: ObjectStore, env: Mapping[str, str]) -> str:
         endpoint = self.endpoint()
-        missing = [n for n in (*request.inputs, *request.outputs) if n not in self.datapath_parameters]
+        missing = [n for n in request.inputs if n not in self.datapath_parameters]
+        missing += [n for n in request.outputs if n not in self.output_bindings]
         if missing:
             raise PermanentAzureError(
-                f"AzureML v1 backend: no DataPath pipeline parameter for {', '.join(missing)} (task "
-                f"{request.task}); map it in datapath_parameters"
+                f"AzureML v1 backend: no DataPath pipeline parameter or step output for {', '.join(missing)} "
+                f"(task {request.task}); map inputs in datapath_parameters, outputs in output_bindings"
             )
         data_paths = {
             self.datapath_parameters[name]: {
                 "DataStoreName": self.datastore,
                 "RelativePath": prefix.strip("/"),
             }
-            for name, prefix in (*request.inputs.items(), *request.outputs.items())
+            for name, prefix in request.inputs.items()
         }
         parameters = {k: _param_string(v) for k, v in request.params.items()}
         if self.pipes:
-            parameters[PIPES_PARAMETER] = json.dumps(dict(env), sort_keys=True)
+            # AzureML rewrites characters in step arguments (';' arrives as '\;'): URL-safe base64
+            # has none it touches.
+            parameters[PIPES_PARAMETER] = encode_bootstrap(env)
         marks = {
             KEY_PROPERTY: request.idempotency_key,
             DIGEST_PROPERTY: request.key_digest,
@@ -189,7 +204,6 @@ class AzureMLPipelineBackend(AzureMLBackend):
             "DataPathAssignments": data_paths,
             "DataSetDefinitionValueAssignments": {},
             "Properties": marks,
-            "tags": marks,
         }
         url = self._p(f"PipelineRuns/PipelineEndpointSubmit/Id/{quote(str(endpoint['Id']))}")
         params: dict[str, str] = {}
@@ -246,7 +260,7 @@ class AzureMLPipelineBackend(AzureMLBackend):
     def _failure_message(self, job_id: str, info: _RunInfo) -> str:
         """The run's error, and the failed step's, from run history (what the portal shows)."""
         parts = [info.status_detail] if info.status_detail else []
-        parts += self._history().step_errors(job_id)
+        parts += self._history(job_id).step_errors(job_id)
         parts.append(f"see {self.portal_url(job_id)}")
         return "; ".join(parts)
 
@@ -262,7 +276,7 @@ class AzureMLPipelineBackend(AzureMLBackend):
 
     # ---- steps, logs, Pipes -----------------------------------------------------------------------
     def new_log_lines(self, job_id: str) -> list[str]:
-        return self._history().new_lines(job_id, self._info(job_id).steps, self._log_pipes)
+        return self._history(job_id).new_lines(job_id, self._info(job_id).steps, self._log_pipes)
 
     @contextlib.contextmanager
     def pipes_session(
@@ -280,23 +294,45 @@ class AzureMLPipelineBackend(AzureMLBackend):
 
     # ---- results ------------------------------------------------------------------------------------
     def collect_outputs(self, job_id: str, request: WorkloadRequest, store: ObjectStore) -> None:
-        """The step wrote straight into the datastore: check every output folder is complete."""
-        info = self._info(job_id)
-        reused = [s for s in info.steps.values() if s.reused_from]
-        for prefix in request.outputs.values():
-            if is_complete(store, prefix, request.task):
+        """Copy each output AzureML uploaded for the step run into the requested folder, marker last.
+
+        A step AzureML reused (allow_reuse) did no work in this run: its outputs are the reused
+        step run's, which is where they are read from.
+        """
+        step_run, reused = self._producing_step(job_id)
+        for name, target in request.outputs.items():
+            source = self.output_path(step_run, self.output_bindings[name])
+            if is_complete(store, source, request.task):
+                copy_prefix(store, source, target)
                 continue
             why = (
-                f" AzureML reused step run(s) {', '.join(str(s.reused_from) for s in reused)} (allow_reuse) "
-                "instead of running them, and their outputs are not at this path: republish the pipeline with "
-                "allow_reuse=False for the training step, or restore the outputs."
+                f" AzureML reused step run {step_run} (allow_reuse) instead of running the step, and that "
+                "run's outputs are gone: republish the pipeline with allow_reuse=False for the training step, "
+                "or restore them."
                 if reused
-                else " The step did not write its outputs there: check its logs."
+                else " The step did not write this output: check its logs."
             )
             raise PermanentAzureError(
-                f"AzureML pipeline run {job_id} finished, but {store.uri(prefix)} has no "
-                f"{completion_marker(request.task)}.{why} ({self.portal_url(job_id)})"
+                f"AzureML pipeline run {job_id} finished, but the step's output {self.output_bindings[name]!r} "
+                f"({store.uri(source)}) has no {completion_marker(request.task)}.{why} ({self.portal_url(job_id)})"
             )
+
+    def output_path(self, step_run_id: str, output: str) -> str:
+        """The datastore folder AzureML uploads `output` of step run `step_run_id` to."""
+        path = self.output_destination.replace("{run-id}", step_run_id).replace("{output-name}", output)
+        return path.strip("/")
+
+    def _producing_step(self, job_id: str) -> tuple[str, bool]:
+        """(the step run whose outputs this run has, whether AzureML reused it from another run)."""
+        for child in self._history(job_id).children(job_id):
+            if (child.get("displayName") or child.get("name")) != self.step_name:
+                continue
+            reused = (child.get("properties") or {}).get("azureml.reusedrunid")
+            return (str(reused), True) if reused else (str(child["runId"]), False)
+        raise PermanentAzureError(
+            f"AzureML pipeline run {job_id} finished without a step named {self.step_name!r}: is the endpoint's "
+            f"pipeline the one deploy/azureml/publish_pipeline.py publishes? ({self.portal_url(job_id)})"
+        )
 
     def result_metadata(self, job_id: str) -> Mapping[str, Any]:
         info = self._info(job_id)

@@ -1,9 +1,13 @@
 """AzureML v1 run history: finding a pipeline run by property, its steps, their errors and their logs.
 
-Calls (H = https://<region>.api.azureml.ms/history/v1.0/<workspace>):
-- find:   POST H/experiments/<exp>/runs:query with filter "(Properties/dagster.key_digest eq '<digest>')"
-- steps:  GET H/runs/<id>/children (status; properties azureml.reusedrunid mark a reused step)
-- logs:   GET H/runs/<step>/details -> logFiles {name: SAS URL}, read incrementally
+Calls (H = https://<region>.api.azureml.ms/history/v1.0/<workspace>/experiments/<exp>), each the one
+azureml-core makes for the same purpose:
+- find:   POST H/runs:query {"filter", "orderby", "top"}, the filter
+          '((Properties/dagster.key_digest eq "<digest>") and (ParentRunId eq null))'
+          (`Run.list(experiment, properties={...})`)
+- steps:  GET H/runs/<id>/children?$orderby=StartTimeUtc desc&$top=500 (`Run.get_children()`; status,
+          and properties azureml.reusedrunid mark a reused step)
+- logs:   GET H/runs/<step>/details -> logFiles {name: SAS URL} (`Run.get_details()`), read incrementally
 """
 
 from __future__ import annotations
@@ -36,26 +40,45 @@ class Step:
     logs_done: bool = False
 
 
-class RunHistory:
-    """The run-history API of one workspace (`url` turns a path under H into a URL)."""
+def property_filter(key: str, value: str) -> str:
+    """An OData run filter 'property `key` equals `value`', written as azureml-core writes it
+    (PROP_EQ_FORMAT_STR with value_to_odata_string: the literal in double quotes)."""
+    if '"' in value or '"' in key:
+        raise ValueError(f"an OData literal here cannot hold a double quote: {key}={value}")
+    return f'(Properties/{key} eq "{value}")'
 
-    def __init__(self, api: AzureRest, log_files: AzureRest, url: Callable[[str], str]) -> None:
+
+class RunHistory:
+    """The run-history API of one experiment of a workspace (`url` turns a path under the workspace
+    into a URL)."""
+
+    def __init__(
+        self, api: AzureRest, log_files: AzureRest, url: Callable[[str], str], experiment: str
+    ) -> None:
         self.api = api
         self.log_files = log_files  # log files are SAS URLs: no token goes with them
         self.url = url
+        self.experiment = experiment
 
-    def find_run(self, experiment: str, key_digest: str, key: str) -> str | None:
-        """The newest run of `experiment` carrying idempotency key `key`, if any."""
+    def _in_experiment(self, path: str) -> str:
+        return self.url(f"experiments/{quote(self.experiment)}/{path}")
+
+    def find_run(self, key_digest: str, key: str) -> str | None:
+        """The newest top-level run of the experiment carrying idempotency key `key`, if any."""
         try:
             found = self.api.call(
                 "POST",
-                self.url(f"experiments/{quote(experiment)}/runs:query"),
+                self._in_experiment("runs:query"),
                 json_body={
-                    "filter": f"(Properties/{DIGEST_PROPERTY} eq '{key_digest}')",
-                    "orderBy": "CreatedUtc desc",
+                    # azureml-core's own body (Run.list(experiment, properties=...) through
+                    # azureml/_restclient/_odata and create_query_params): literals in double quotes,
+                    # top-level runs only, the field names it writes ("orderby"; the spec spells it
+                    # orderBy).
+                    "filter": f"({property_filter(DIGEST_PROPERTY, key_digest)} and (ParentRunId eq null))",
+                    "orderby": "StartTimeUtc desc",
                     "top": 20,
                 },
-                what=f"looking up runs of experiment {experiment!r}",
+                what=f"looking up runs of experiment {self.experiment!r}",
                 fix="MNIST_AZUREML_TRAINING_EXPERIMENT",
             ).json()
         except PermanentAzureError as err:
@@ -69,14 +92,17 @@ class RunHistory:
 
     def children(self, run_id: str) -> list[dict[str, Any]]:
         data = self.api.call(
-            "GET", self.url(f"runs/{quote(run_id)}/children"), what=f"steps of run {run_id}"
+            "GET",
+            self._in_experiment(f"runs/{quote(run_id)}/children"),
+            params={"$orderby": "StartTimeUtc desc", "$top": "500"},
+            what=f"steps of run {run_id}",
         ).json()
         return list((data or {}).get("value") or [])
 
     def details(self, run_id: str) -> dict[str, Any]:
         return (
             self.api.call(
-                "GET", self.url(f"runs/{quote(run_id)}/details"), what=f"details of run {run_id}"
+                "GET", self._in_experiment(f"runs/{quote(run_id)}/details"), what=f"details of run {run_id}"
             ).json()
             or {}
         )

@@ -7,7 +7,10 @@ PaginatedRunList) are validated against the official run-history v1.0 spec befor
 
 Runs really run: a submitted pipeline run queues, then its `train` step executes the published
 step (`deploy/azureml/train_step.py` with the pipeline's arguments) with its DataPaths "mounted" from
-the datastore (Azurite), and uploads the model folder when it succeeds. `mode="simulate"` replaces
+the datastore (Azurite) read-only (a step that writes into an input fails, as on a read-only mount),
+and uploads its output (OutputFileDatasetConfig `model_output`) to
+`_azureml_outputs/<step run id>/model_output/` when it succeeds. Parameter values reach the step's
+arguments rewritten as AzureML rewrites them (`azureml_argument`). `mode="simulate"` replaces
 the step by a timed stand-in that writes a few files (protocol tests, benchmarks).
 `allow_reuse`: a run whose parameters and DataPaths equal an earlier finished run's is not executed;
 its step is marked reused (properties azureml.reusedrunid / reusednodeid / reusedpipeline), as AzureML does.
@@ -21,7 +24,6 @@ import re
 import sys
 import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from deploy.azureml import pipeline_spec
@@ -70,6 +72,7 @@ class PipelineRun:
     job: SimJob
     step_id: str
     created: float
+    argv: list[str] = field(default_factory=list)  # the step's arguments, as AzureML passes them
     reused_from: tuple[str, str] | None = None  # (pipeline run id, step run id)
     tags: dict[str, str] = field(default_factory=dict)
     properties: dict[str, str] = field(default_factory=dict)
@@ -112,6 +115,7 @@ class FakeAzureMLPipelines(FakeWorkspace):
         self.versions: dict[str, str] = {}
         self.default_version = "0"
         self.runs: dict[str, PipelineRun] = {}
+        self.experiments: set[str] = set()  # created by the first run submitted to them
         self.fail_next: str | None = None  # the next run's step fails with this message
         self.publish(allow_reuse=allow_reuse)
         self._routes()
@@ -126,6 +130,8 @@ class FakeAzureMLPipelines(FakeWorkspace):
                 name: {"DataStoreName": self.datastore, "RelativePath": ""}
                 for name in pipeline_spec.DATAPATH_PARAMETERS
             },
+            # OutputFileDatasetConfig outputs (upload mode): uploaded to the datastore when the step ends.
+            "outputs": list(pipeline_spec.OUTPUTS),
             "arguments": pipeline_spec.step_arguments(),
             "allow_reuse": allow_reuse,
         }
@@ -142,7 +148,7 @@ class FakeAzureMLPipelines(FakeWorkspace):
 
     # ---- routes ---------------------------------------------------------------------------------------
     def _routes(self) -> None:
-        r = self.server.route
+        r = self.route
         # Pipelines: azureml-core's ARM token. Run history: ARM (azureml-core) or AzureML (azure-ai-ml).
         # Log files are SAS URLs and discovery is anonymous: no token.
         r("GET", P + r"/PipelineEndpoints/Name", "endpoint_by_name", self._endpoint_by_name, audience=ARM)
@@ -299,7 +305,7 @@ class FakeAzureMLPipelines(FakeWorkspace):
         run_id = str(uuid.uuid4())
         step_id = str(uuid.uuid4())
         reused = self._reusable(pipeline_id, parameters, data_paths) if pipeline["allow_reuse"] else None
-        job = self._job(run_id, pipeline_id, parameters, data_paths, reused is not None)
+        job, argv = self._job(run_id, step_id, pipeline_id, parameters, data_paths, reused is not None)
         run = PipelineRun(
             run_id,
             pipeline_id,
@@ -310,11 +316,13 @@ class FakeAzureMLPipelines(FakeWorkspace):
             job,
             step_id,
             self.clock.now(),
+            argv=argv,
             reused_from=reused,
             tags=dict(body.get("tags") or {}),
             properties=dict(body.get("Properties") or {}),
         )
         self.runs[run_id] = run
+        self.experiments.add(experiment)
         self.runner.add(job)
         return Reply(200, self._run_entity(run))
 
@@ -334,41 +342,48 @@ class FakeAzureMLPipelines(FakeWorkspace):
     def _job(
         self,
         run_id: str,
+        step_id: str,
         pipeline_id: str,
         parameters: dict[str, str],
         data_paths: dict[str, Any],
         reused: bool,
-    ) -> SimJob:
+    ) -> tuple[SimJob, list[str]]:
+        """The step's job and the arguments AzureML starts it with (the published arguments with the
+        pipeline parameters, rewritten as AzureML rewrites them, and the local paths filled in).
+
+        DataPath parameters are inputs, mounted read-only (a write to them fails the step); outputs
+        are local folders uploaded to their destination in the datastore when the step succeeds.
+        """
+        base = self.runner._root / run_id
         mounts = {
-            name: Mount(dp["RelativePath"], Path(), output=(name == pipeline_spec.MODEL_OUTPUT))
+            name: Mount(dp["RelativePath"], base / "mnt" / name, output=False)
             for name, dp in data_paths.items()
         }
+        for name in self.pipelines[pipeline_id]["outputs"]:
+            mounts[name] = Mount(
+                pipeline_spec.output_path(step_id, name), base / "outputs" / name, output=True
+            )
+        values = {name: azureml_argument(value) for name, value in parameters.items()}
+        values.update({name: str(mount.local) for name, mount in mounts.items()})
+        args = [a.format(**values) for a in self.pipelines[pipeline_id]["arguments"]]
         job = SimJob(id=run_id, created=self.clock.now(), queue_s=self.queue_s, run_s=self.run_s)
         if reused:
             job.run_s = min(self.run_s, 0.2)
             job.simulated_log = ["step reused: no execution"]
             job.executes = False
-            return job
+            return job, args
         fail, self.fail_next = self.fail_next, None
+        job.mounts = list(mounts.values())
         if self.mode == "simulate" or fail:
-            job.mounts = list(mounts.values())
             job.fail_message = fail
             job.simulated_log = ["Starting the training step (simulated)", "metrics: held_out_accuracy=0.99"]
             job.simulated_outputs = {
                 **TRAINED_MODEL,
                 "metrics.json": json.dumps(_FAKE_METRICS).encode(),
             }
-            return job
-        # Run the published step: its arguments with the pipeline parameters and mount points filled in.
-        base = self.runner._root / run_id
-        values = dict(parameters)
-        for name, mount in mounts.items():
-            mount.local = base / "mnt" / name
-            values[name] = str(mount.local)
-        args = [a.format(**values) for a in self.pipelines[pipeline_id]["arguments"]]
+            return job, args
         job.command = [sys.executable, pipeline_spec.STEP_SCRIPT, *args]
-        job.mounts = list(mounts.values())
-        return job
+        return job, args
 
     # ---- runs -------------------------------------------------------------------------------------------
     def _get(self, req: Request) -> PipelineRun | Reply:
@@ -464,7 +479,7 @@ class FakeAzureMLPipelines(FakeWorkspace):
             return bad
         specs.validate(specs.RUN_HISTORY, "QueryParams", req.body)
         runs = [r for r in self.runs.values() if r.experiment == req.match["exp"]]
-        if not runs and req.match["exp"] not in {r.experiment for r in self.runs.values()}:
+        if req.match["exp"] not in self.experiments:
             return _error(404, "ExperimentNotFound", f"experiment {req.match['exp']} not found")
         conditions = _parse_filter(str(req.body.get("filter") or ""))
         if conditions is None:
@@ -509,6 +524,8 @@ class FakeAzureMLPipelines(FakeWorkspace):
             for k in ("runId", "status", "parentRunId", "tags", "properties", "startTimeUtc", "endTimeUtc")
             if record.get(k) is not None
         }
+        # Always there, empty before the step writes a log (azureml-core's Run.get_details indexes it).
+        details["logFiles"] = {}
         if step and run.job.log is not None and run.job.log.exists() and not run.reused_from:
             details["logFiles"] = {
                 "azureml-logs/70_driver_log.txt": f"{self.url}/logs/{run.step_id}/70_driver_log.txt?sv=2021&sig=not-a-secret"
@@ -609,20 +626,44 @@ _FAKE_METRICS = {
 }
 
 
+def azureml_argument(value: str) -> str:
+    """A pipeline parameter's value as the step receives it in its arguments.
+
+    AzureML rewrites step arguments: a semicolon arrives backslash-escaped (Azure/MachineLearningNotebooks
+    issue 1536, "PythonScriptStep arguments wrongly encodes strings with semicolons": `a;b` arrives as
+    `a\\;b`). That is the rewriting documented; a value that must arrive intact carries no such character.
+    """
+    return value.replace(";", "\\;")
+
+
 def _error(status: int, code: str, message: str) -> Reply:
     return Reply(status, {"Error": {"Code": code, "Message": message}})
 
 
-_CONDITION = re.compile(r"^\(?\s*(Properties|Tags)/([\w.\-]+) eq '([^']*)'\s*\)?$", re.IGNORECASE)
+# azureml-core's OData helpers (azureml/_restclient/_odata: PROP_EQ_FORMAT_STR, value_to_odata_string)
+# write "(Properties/<key> eq \"<value>\")", joined by " and " inside one more pair of parentheses.
+# That is the only form the fake accepts: a single-quoted literal is refused, since the SDK never
+# sends one and no Microsoft document says the service takes it.
+_CONDITION = re.compile(r'^\((Properties|Tags)/([\w.\-]+) eq "([^"]*)"\)$')
+_TOP_LEVEL = "(ParentRunId eq null)"  # azureml-core adds it unless children are asked for
 
 
 def _parse_filter(text: str) -> list[tuple[str, str, str]] | None:
-    """The OData subset azureml-core sends for property/tag equality: "(Properties/k eq 'v') and ..."."""
-    if not text.strip():
+    """The OData subset azureml-core sends for property/tag equality: '(Properties/k eq "v")', or
+    '((Properties/k eq "v") and (Tags/t eq "w"))' for several conditions."""
+    text = text.strip()
+    if not text:
         return []
+    parts = [text]
+    if text.startswith("((") and text.endswith("))"):
+        parts = text[1:-1].split(") and (")
+        parts = [p if p.startswith("(") else f"({p}" for p in parts]
+        parts = [p if p.endswith(")") else f"{p})" for p in parts]
     out = []
-    for part in re.split(r"\s+and\s+", text.strip()):
-        m = _CONDITION.match(part.strip())
+    for part in parts:
+        if part == _TOP_LEVEL:
+            continue  # the fake's query answers top-level (pipeline) runs only
+        m = _CONDITION.match(part)
         if not m:
             return None
         out.append((m.group(1).lower(), m.group(2), m.group(3)))

@@ -5,9 +5,11 @@ official 2023-10-01 mfe spec before they are sent (ARM common types are permissi
 The invocation body follows azure-ai-ml's BatchJobSchema (camelCase, or PascalCase as ADF's Web
 activity sends it; keys are matched case-insensitively); there is no public spec for it.
 
-Contract points kept: the output path must not exist ("already exists" → 400), only top-level
+Contract points kept: the output path must not exist ("already exists" → 400), a job name given
+in the body (`name`) names the job and must be new in the workspace (409 otherwise), only top-level
 files of an input folder are read, the default deployment serves when no `azureml-model-deployment`
-header is sent, cancel answers 202 + Location polled until done. Jobs really run the deployment's
+header is sent, cancel answers 202 + Location polled until done. Nothing undocumented is promised:
+the job does not carry the invocation's own properties back, and the jobs listing has no order. Jobs really run the deployment's
 scoring script (deploy/azureml/batch_score.py) on the files from the datastore (Azurite) with the
 deployment's registered model, and upload its output folder; `mode="simulate"` writes stand-in files.
 """
@@ -15,6 +17,8 @@ deployment's registered model, and upload its output folder; `mode="simulate"` w
 from __future__ import annotations
 
 import json
+import random
+import re
 import sys
 import uuid
 from dataclasses import dataclass, field
@@ -34,6 +38,8 @@ STATUS = {
     "Failed": "Failed",
     "Canceled": "Canceled",
 }
+# The fields azure-ai-ml's BatchJobSchema can put on the wire (azure/ai/ml/_schema/_deployment/batch/
+# batch_job.py, `make`), lower-cased. No `tags`: a batch invocation cannot tag its job.
 BATCH_JOB_KEYS = {
     "compute",
     "dataset",
@@ -41,14 +47,15 @@ BATCH_JOB_KEYS = {
     "inputdata",
     "minibatchsize",
     "name",
-    "jobname",
     "outputdata",
     "outputdataset",
     "outputfilename",
     "retrysettings",
     "properties",
-    "tags",
 }
+# A job name, as ARM names a workspace's jobs (the 2023-10-01 spec's JobBase name pattern is not stated;
+# this is the service's documented rule for names: letters, digits, '-' and '_', 255 at most).
+JOB_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_-]{0,254}$")
 
 
 def _lower(d: Any) -> Any:
@@ -102,6 +109,7 @@ class FakeAzureMLBatch(FakeWorkspace):
         self.default_deployment: str | None = None
         self.jobs: dict[str, BatchJob] = {}
         self.fail_next: str | None = None
+        self.honours_job_name = True  # False: a service that names jobs itself (what the backend must notice)
         self._routes()
 
     # ---- the AzureML side (what deploy/azureml/deploy_batch.py does) -----------------------------------
@@ -129,8 +137,8 @@ class FakeAzureMLBatch(FakeWorkspace):
 
     # ---- routes ------------------------------------------------------------------------------------------
     def _routes(self) -> None:
-        r = self.server.route
         # ARM routes (and ARM's async-operation URL) take an ARM token; the scoring URI an AzureML one.
+        r = self.route
         r("GET", A + r"/batchEndpoints/(?P<ep>[^/]+)", "endpoint", self._endpoint, audience=ARM)
         r(
             "GET",
@@ -282,7 +290,11 @@ class FakeAzureMLBatch(FakeWorkspace):
                 return _error(400, "UserError", f"Output path {value.get('uri')} already exists")
             mounts.append(Mount(prefix, Path(), output=True))
         job_props = {str(k): str(v) for k, v in (props.get("properties") or {}).items()}
-        name = f"batchjob-{uuid.uuid4()}"
+        name = str((props.get("name") if self.honours_job_name else None) or f"batchjob-{uuid.uuid4()}")
+        if not JOB_NAME.match(name):
+            return _error(400, "UserError", f"job name {name!r} is not a valid job name")
+        if name in self.jobs:
+            return _error(409, "UserError", f"a job named {name} already exists in the workspace")
         sim = self._sim_job(name, deployment, mounts)
         job = BatchJob(name, deployment, header, inputs, outputs, job_props, sim)
         self.jobs[name] = job
@@ -347,7 +359,9 @@ class FakeAzureMLBatch(FakeWorkspace):
                 "status": STATUS[job.job.state],
                 "experimentName": job.properties.get("experimentName", self.endpoint_name),
                 "displayName": job.name,
-                "properties": job.properties,
+                # What the service adds; never the invocation's own properties, which neither the spec
+                # nor the batch endpoint documentation promises to keep on the job.
+                "properties": {},
                 "services": {"Studio": {"endpoint": f"https://ml.azure.com/runs/{job.name}?wsid={wsid}"}},
                 "outputs": {
                     k: {"jobOutputType": "uri_folder", "uri": v.get("uri")} for k, v in job.outputs.items()
@@ -368,7 +382,8 @@ class FakeAzureMLBatch(FakeWorkspace):
     def _jobs_list(self, req: Request) -> Reply:
         if (bad := self._arm_check(req)) is not None:
             return bad
-        jobs = list(reversed(self.jobs.values()))
+        # The spec promises no order for the listing: the fake gives none.
+        jobs = random.sample(list(self.jobs.values()), len(self.jobs))
         if req.query.get("listViewType", "ActiveOnly") == "ActiveOnly":
             jobs = [j for j in jobs if not j.extra.get("archived")]
         if tag := req.query.get("tag"):

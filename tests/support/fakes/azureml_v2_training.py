@@ -95,7 +95,7 @@ class FakeAzureMLV2(FakeAzureMLBatch):
         )
         r(
             "GET",
-            r"/history/v1\.0" + A + r"/runs/(?P<run>[^/]+)/details",
+            r"/history/v1\.0" + A + r"/experiments/(?P<exp>[^/]+)/runs/(?P<run>[^/]+)/details",
             "history_details",
             self._details,
             audience=AZUREML_OR_ARM,
@@ -247,8 +247,11 @@ class FakeAzureMLV2(FakeAzureMLBatch):
         ):
             return _error(404, "ResourceNotFound", f"workspace {req.match['ws']} not found")
         job = self.command_jobs.get(req.match["run"])
-        if job is None:
-            return _error(404, "RunNotFound", f"run {req.match['run']} not found")
+        # A job's run lives in its experiment (the job's experimentName, "Default" when none was given).
+        if job is None or (job.properties.get("experimentName") or "Default") != req.match["exp"]:
+            return _error(
+                404, "RunNotFound", f"run {req.match['run']} not found in experiment {req.match['exp']}"
+            )
         sim = job.job
         details: dict[str, Any] = {
             "runId": job.name,

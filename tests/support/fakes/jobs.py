@@ -19,10 +19,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
 from resources.storage import ObjectStore
-from tests.support.fakes.http import FakeHttpServer
+from tests.support.fakes.http import Audience, FakeHttpServer, Handler, Reply, Request
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 
@@ -43,7 +43,8 @@ class Mount:
 
     prefix: str
     local: Path
-    output: bool
+    output: bool  # False: an input, mounted read-only
+    fingerprint: tuple[tuple[str, int, int], ...] = ()  # an input's files when the job started
 
 
 @dataclass
@@ -113,6 +114,9 @@ class JobRunner:
                     with contextlib.suppress(ProcessLookupError):
                         os.killpg(job.proc.pid, 9)
                     job.proc.wait()
+        for p in self._root.rglob("*"):  # read-only input mounts
+            with contextlib.suppress(OSError):
+                p.chmod(0o755)
         shutil.rmtree(self._root, ignore_errors=True)
 
     # ---- the ticker -------------------------------------------------------------------------------
@@ -152,7 +156,17 @@ class JobRunner:
         with self.lock:
             if job.terminal:
                 return
-            if code == 0:
+            written = [m for m in job.mounts if not m.output and _fingerprint(m.local) != m.fingerprint]
+            if written:
+                # Inputs are read-only mounts: on the service the write itself fails (EROFS). The
+                # tests run as root, where file modes do not stop writes, so the fake checks after.
+                self._end(
+                    job,
+                    "Failed",
+                    f"OSError: [Errno 30] Read-only file system: the step wrote into its input mount "
+                    f"{written[0].local} ({written[0].prefix}); inputs are read-only, write to an output",
+                )
+            elif code == 0:
                 for mount in job.mounts:
                     if mount.output:
                         self._upload(mount)
@@ -178,6 +192,8 @@ class JobRunner:
             mount.local.mkdir(parents=True, exist_ok=True)
             if not mount.output:
                 self.store.download_prefix(mount.prefix.rstrip("/") + "/", mount.local)
+                mount.fingerprint = _fingerprint(mount.local)
+                _make_read_only(mount.local)
         env = {**os.environ, **job.env, "PYTHONPATH": str(PROJECT_ROOT), "PYTHONUNBUFFERED": "1"}
         with job.log.open("wb") as out:
             job.proc = subprocess.Popen(
@@ -210,10 +226,41 @@ class JobRunner:
             job.on_end(job)
 
 
+def _fingerprint(root: Path) -> tuple[tuple[str, int, int], ...]:
+    """(relative path, size, mtime in ns) of every file and folder under `root`."""
+    return tuple(
+        sorted(
+            (str(p.relative_to(root)), p.stat().st_size if p.is_file() else -1, p.stat().st_mtime_ns)
+            for p in root.rglob("*")
+        )
+    )
+
+
+def _make_read_only(root: Path) -> None:
+    """Best effort, as a read-only mount looks (no effect for root, hence the fingerprint)."""
+    for p in [*root.rglob("*"), root]:
+        with contextlib.suppress(OSError):
+            p.chmod(0o555 if p.is_dir() else 0o444)
+
+
+@dataclass(frozen=True)
+class Seen:
+    """One request a route handled, whole: what the SDK parity tests compare."""
+
+    route: str
+    method: str
+    host: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]  # lower-cased names
+    body: Any
+
+
 class FakeWorkspace:
     """What the AzureML fakes share: one workspace (names as the SDKs address it) served over HTTP by a
     `FakeHttpServer`, whose jobs a `JobRunner` advances on a clock running `scale` times real time.
-    `mode` is "process" (jobs run the real step) or "simulate"; `store` is the datastore's container."""
+    `mode` is "process" (jobs run the real step) or "simulate"; `store` is the datastore's container.
+    Every route is registered through `route`, which keeps each handled request in `seen`."""
 
     def __init__(
         self,
@@ -237,6 +284,30 @@ class FakeWorkspace:
         self.clock = Clock(scale)
         self.runner = JobRunner(store, self.clock)
         self.server = server or FakeHttpServer()
+        self.seen: list[Seen] = []
+        self._seen_lock = threading.Lock()
+
+    def route(
+        self, method: str, pattern: str, name: str, handler: Handler, *, audience: Audience | None
+    ) -> None:
+        """Register a route on the server (`audience`: whose token it requires, see
+        `FakeHttpServer.route`); the requests it handles are kept in `seen`."""
+
+        def recorded(req: Request) -> Reply:
+            seen = Seen(
+                name,
+                req.method,
+                req.headers.get("host", ""),
+                req.path,
+                dict(req.query),
+                dict(req.headers),
+                req.body,
+            )
+            with self._seen_lock:
+                self.seen.append(seen)
+            return handler(req)
+
+        self.server.route(method, pattern, name, recorded, audience=audience)
 
     def start(self) -> Self:
         self.server.start()
