@@ -103,6 +103,7 @@ class IdempotentQueuedRunCoordinator(dg.QueuedRunCoordinator):
         coordinator = super().from_config_value(inst_data, config_value)
         coordinator._idempotency_tag = config_value.get("idempotency_tag", DEFAULT_IDEMPOTENCY_TAG)
         limits = dict(config_value.get("pool_limits") or {})
+        # 1000: Dagster's largest pool limit (DAGSTER_MAX_GLOBAL_OP_CONCURRENCY_LIMIT's default).
         bad = {pool: limit for pool, limit in limits.items() if not 0 <= limit <= 1000}
         if bad:
             raise dg.DagsterInvalidConfigError(
