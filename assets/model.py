@@ -11,7 +11,7 @@ from resources.storage import ObjectStore
 
 from .layout import CURRENT, MODELS_PREFIX, RAW_PREFIX, model_version_prefix
 from .pictures import confusion_heatmap, markdown_image
-from .raw_mnist import raw_mnist
+from .raw_mnist import TRAINING_POOL, raw_mnist
 from .versions import TRAIN_CODE_VERSION
 
 ACCURACY_CHECK = "held_out_accuracy_above_threshold"
@@ -49,6 +49,7 @@ def model_version(raw_version: str, params: dict[str, int | float]) -> str:
     code_version=TRAIN_CODE_VERSION,
     kinds={"scikitlearn", "mlflow"},
     tags={"layer": "model"},
+    pool=TRAINING_POOL,
     check_specs=[
         dg.AssetCheckSpec(
             ACCURACY_CHECK,
@@ -117,18 +118,8 @@ def mnist_model(
 
     accuracy = float(metrics["held_out_accuracy"])
     passed = accuracy >= quality.min_accuracy
-    if passed:
-        storage.put_json(
-            f"{MODELS_PREFIX}/{CURRENT}",
-            {"version": version, "prefix": prefix, "model": f"{prefix}/model", "held_out_accuracy": accuracy},
-        )
-    else:
-        context.log.error(
-            f"Model {version} reaches {accuracy:.4f} held-out accuracy, below the threshold {quality.min_accuracy}: "
-            "not promoted; scoring keeps using the previous model."
-        )
     confusion = np.asarray(metrics["confusion_matrix"])
-    return dg.MaterializeResult(
+    result = dg.MaterializeResult(
         metadata={
             "version": version,
             "held_out_accuracy": dg.MetadataValue.float(accuracy),
@@ -155,3 +146,15 @@ def mnist_model(
             )
         ],
     )
+    # Last, once the metrics are read and the result is built: only then does scoring switch models.
+    if passed:
+        storage.put_json(
+            f"{MODELS_PREFIX}/{CURRENT}",
+            {"version": version, "prefix": prefix, "model": f"{prefix}/model", "held_out_accuracy": accuracy},
+        )
+    else:
+        context.log.error(
+            f"Model {version} reaches {accuracy:.4f} held-out accuracy, below the threshold {quality.min_accuracy}: "
+            "not promoted; scoring keeps using the previous model."
+        )
+    return result

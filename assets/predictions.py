@@ -13,6 +13,9 @@ from .versions import SCORE_CODE_VERSION
 
 INFERENCE_BATCHES = "inference_batches"
 inference_batches = dg.DynamicPartitionsDefinition(name=INFERENCE_BATCHES)
+# The concurrency pool of scoring work; the instance limits how many runs use it at once
+# (pool_limits in instance/*/dagster.yaml).
+SCORING_POOL = "mnist-scoring"
 
 
 def check_batch_id(batch_id: str) -> str:
@@ -29,6 +32,7 @@ def check_batch_id(batch_id: str) -> str:
     code_version=SCORE_CODE_VERSION,
     kinds={"scikitlearn", "csv"},
     tags={"layer": "predictions"},
+    pool=SCORING_POOL,
 )
 def mnist_predictions(
     context: dg.AssetExecutionContext, storage: ObjectStore, scoring_compute: ComputeBackend
@@ -41,6 +45,7 @@ def mnist_predictions(
     check). A batch with a file that is not an MNIST-shaped image set fails alone, with the file named,
     and leaves any earlier predictions for that batch untouched.
     """
+    _require_added_partition(context)
     batch_id = check_batch_id(context.partition_key)
     if not storage.exists(f"{MODELS_PREFIX}/{CURRENT}"):
         raise dg.Failure("No model has passed the accuracy check yet: materialize mnist_model first.")
@@ -68,14 +73,37 @@ def mnist_predictions(
         immutable_inputs=frozenset({"model"}),
     )
     result = scoring_compute.run(context, request, storage)
-    storage.put_json(stamp, layout.scored_with(version, model["version"], objects))
-    return _result(
+    # The summary is read (and the result built) before the stamp vouches for these predictions.
+    materialized = _result(
         storage,
         out,
         model["version"],
         version,
         {"scoring": "fresh", "compute_job": result.job_id, **result.metadata},
     )
+    storage.put_json(stamp, layout.scored_with(version, model["version"], objects))
+    return materialized
+
+
+def _require_added_partition(context: dg.AssetExecutionContext) -> None:
+    """Fail before any work unless the run names a batch that is a partition of inference_batches.
+
+    Dagster checks the partition only when the step records its output, after scoring has published
+    `predictions/<batch>/`. The instance's run coordinator refuses such launches already; this
+    covers runs that do not pass through it (in-process execution)."""
+    if not context.has_partition_key:
+        raise dg.Failure(
+            f"mnist_predictions scores one inference batch, the run's partition, and this run has none: "
+            f"launch it with the tag dagster/partition=<batch folder under inference/>, a partition of "
+            f"{INFERENCE_BATCHES!r}."
+        )
+    batch = context.partition_key
+    if not context.instance.has_dynamic_partition(INFERENCE_BATCHES, batch):
+        raise dg.Failure(
+            f"inference batch {batch!r} is not a partition of {INFERENCE_BATCHES!r}, so nothing was scored: "
+            f'add it (GraphQL addDynamicPartition(partitionsDefName: "{INFERENCE_BATCHES}", partitionKey: '
+            f'"{batch}"), or the UI\'s partition picker), then launch again.'
+        )
 
 
 def _result(

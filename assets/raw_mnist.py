@@ -13,6 +13,12 @@ from workload.ingest import verify_set
 from .layout import CURRENT, RAW_PREFIX, raw_version_prefix
 from .pictures import digit_grid, markdown_image, markdown_table
 
+# The concurrency pool of the work that decides what the model is: the raw data it learns from
+# (raw_mnist moves raw/mnist/current.json) and the training itself (mnist_model moves
+# models/mnist/current.json). The instance limits how many runs use it at once (pool_limits in
+# instance/*/dagster.yaml: one), whichever way they were launched.
+TRAINING_POOL = "mnist-training"
+
 
 class RawMnistConfig(dg.Config):
     training_set: str | None = Field(
@@ -33,6 +39,7 @@ def dataset_version(checksums: dict[str, str]) -> str:
     code_version="raw-v1",
     kinds={"python", "blob"},
     tags={"layer": "raw"},
+    pool=TRAINING_POOL,
 )
 def raw_mnist(
     context: dg.AssetExecutionContext,
@@ -91,12 +98,11 @@ def raw_mnist(
         extra = {"ingest": "fresh", "compute_job": result.job_id}
     files = {name: storage.get_bytes(f"{prefix}/{name}") for name in MNIST_FILES}
     parsed = verify_set(files)
-    storage.put_json(f"{RAW_PREFIX}/{CURRENT}", {"version": version, "prefix": prefix})
 
     counts = {split: len(labels) for split, (_, labels) in parsed.items()}
     hist = {split: np.bincount(labels, minlength=10) for split, (_, labels) in parsed.items()}
     sample_images, sample_labels = parsed["train"][0][:30], parsed["train"][1][:30]
-    return dg.MaterializeResult(
+    result = dg.MaterializeResult(
         metadata={
             "version": version,
             "source": origin,
@@ -115,3 +121,6 @@ def raw_mnist(
         },
         data_version=dg.DataVersion(version),
     )
+    # Last, once nothing else can fail: the pointer makes this version the one training reads.
+    storage.put_json(f"{RAW_PREFIX}/{CURRENT}", {"version": version, "prefix": prefix})
+    return result

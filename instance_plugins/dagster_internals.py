@@ -59,11 +59,26 @@ Run coordinator (run_coordinator)
   `_instance` and `_logger`. Nothing public hooks into the submission of a run.
 - `SubmitRunContext.dagster_run`, `DagsterInstance.get_runs` (not marked public): the run submitted,
   and the earlier runs with the same idempotency key.
+- `SubmitRunContext.workspace`, `BaseWorkspaceRequestContext.asset_graph`,
+  `RemoteWorkspaceAssetGraph.get_repo_scoped_node` (a `RemoteRepositoryAssetNode` and its
+  `partitions_def`), `RemoteRepositoryOrigin.get_selector`,
+  `DagsterInstance.get_execution_plan_snapshot`, `ExecutionPlanSnapshot.asset_selection`: which assets a
+  submitted run materializes (its execution plan) and their partitions definitions as the code location
+  declares them (its asset graph), read the way `create_run` reads them; Dagster checks partitions only
+  when a step writes its output, after the work. `partition_loading_context`: whether a partition
+  exists, dynamic ones read from the instance (`has_partition_key` takes no store of its own).
+- `EventLogStorage.get_pool_limits` (each a `PoolLimit`), `set_concurrency_slots` (not marked public; the CLI's
+  `dagster instance concurrency set` calls the latter): the concurrency pools' limits, which Dagster
+  keeps in storage and dagster.yaml cannot set one by one.
+- `UserFacingGraphQLError`, `GraphenePythonError` (dagster-graphql) and `SerializableErrorInfo`: a
+  refused launch answered as a typed error (HTTP 200, the message and no stack) instead of an
+  unexpected exception, which dagster-graphql answers with HTTP 500 and a stack trace (and ADF retries).
+  Imported on first refusal: dagster-graphql takes 2 s to import, and only the webserver has it loaded.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Set
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,12 +86,14 @@ import dagster as dg
 from dagster._check import str_param
 from dagster._config.config_schema import UserConfigSchema
 from dagster._core.code_pointer import ModuleCodePointer, PackageCodePointer
+from dagster._core.definitions.partitions.context import partition_loading_context
 from dagster._core.instance import InstanceRef
 from dagster._core.launcher.base import CheckRunHealthResult, LaunchRunContext, RunLauncher, WorkerStatus
 from dagster._core.storage.tags import GRPC_INFO_TAG, HIDDEN_TAG_PREFIX
 from dagster._serdes import ConfigurableClass
 from dagster._serdes.config_class import ConfigurableClassData
 from dagster._utils.interrupts import capture_interrupts
+from dagster_shared.error import SerializableErrorInfo
 
 __all__ = [
     "EXECUTE_RUN_MODULE",
@@ -96,6 +113,11 @@ __all__ = [
     "WorkerStatus",
     "capture_interrupts",
     "execute_run_command_body",
+    "has_partition",
+    "launch_refusal",
+    "partitions_of_run_assets",
+    "pool_limits",
+    "set_pool_limit",
     "str_param",
 ]
 
@@ -115,6 +137,54 @@ def execute_run_command_body(
     return _execute_run_command_body(
         run_id, instance, write_stream_fn, set_exit_code_on_failure=set_exit_code_on_failure
     )
+
+
+def partitions_of_run_assets(
+    instance: dg.DagsterInstance, run: dg.DagsterRun, workspace: Any
+) -> Mapping[dg.AssetKey, dg.PartitionsDefinition | None]:
+    """Each asset the run materializes (the steps its execution plan executes), with its partitions
+    definition as the run's code location declares it (None: not partitioned)."""
+    if run.execution_plan_snapshot_id is None or run.remote_job_origin is None:
+        return {}
+    assets: Set[dg.AssetKey] = instance.get_execution_plan_snapshot(
+        run.execution_plan_snapshot_id
+    ).asset_selection
+    repository = run.remote_job_origin.repository_origin.get_selector()
+    found: dict[dg.AssetKey, dg.PartitionsDefinition | None] = {}
+    for key in sorted(assets, key=lambda k: k.to_user_string()):
+        node = workspace.asset_graph.get_repo_scoped_node(key, repository)
+        found[key] = getattr(node, "partitions_def", None)
+    return found
+
+
+def has_partition(definition: dg.PartitionsDefinition, key: str, instance: dg.DagsterInstance) -> bool:
+    """Whether `key` is a partition of `definition` now (dynamic partitions as the instance holds them)."""
+    with partition_loading_context(dynamic_partitions_store=instance):
+        return definition.has_partition_key(key)
+
+
+def pool_limits(instance: dg.DagsterInstance) -> dict[str, int]:
+    """The limit of every concurrency pool that has one, as the instance's storage holds them."""
+    return {pool.name: pool.limit for pool in instance.event_log_storage.get_pool_limits()}
+
+
+def set_pool_limit(instance: dg.DagsterInstance, pool: str, limit: int) -> None:
+    """What `dagster instance concurrency set <pool> <limit>` does."""
+    instance.event_log_storage.set_concurrency_slots(pool, limit)
+
+
+def launch_refusal(class_name: str, message: str) -> Exception:
+    """An exception that dagster-graphql answers as `PythonError` with `className`, this message and no
+    stack (HTTP 200), as it answers its own typed errors; its str() says the same to other callers
+    (the daemon's sensor and backfill launches log it)."""
+    from dagster_graphql.implementation.utils import UserFacingGraphQLError
+    from dagster_graphql.schema.errors import GraphenePythonError
+
+    error = UserFacingGraphQLError(
+        GraphenePythonError(SerializableErrorInfo(message=message, stack=[], cls_name=class_name))
+    )
+    error.args = (f"{class_name}: {message}",)
+    return error
 
 
 @dataclass(frozen=True)
@@ -247,7 +317,78 @@ RELIED_UPON: tuple[Internal, ...] = (
         "the base class of IdempotentQueuedRunCoordinator",
         attrs=("config_type", "from_config_value", "submit_run", "_instance", "_logger"),
     ),
-    Internal("dagster:SubmitRunContext", "the run being submitted", attrs=("dagster_run",)),
+    Internal(
+        "dagster:SubmitRunContext",
+        "the run being submitted, and the workspace it was launched from",
+        attrs=("dagster_run", "workspace"),
+    ),
+    Internal(
+        "dagster._core.workspace.context:BaseWorkspaceRequestContext",
+        "the asset graph of the workspace a run was launched from",
+        attrs=("asset_graph",),
+    ),
+    Internal(
+        "dagster._core.definitions.assets.graph.remote_asset_graph:RemoteWorkspaceAssetGraph.get_repo_scoped_node",
+        "an asset as the run's repository declares it",
+        args=("key", "repository_selector"),
+    ),
+    Internal(
+        "dagster._core.definitions.assets.graph.remote_asset_graph:RemoteRepositoryAssetNode",
+        "an asset's partitions definition",
+        attrs=("partitions_def",),
+    ),
+    Internal(
+        "dagster._core.remote_origin:RemoteRepositoryOrigin.get_selector", "the run's repository", args=()
+    ),
+    Internal(
+        "dagster:DagsterRun",
+        "a run's execution plan",
+        attrs=("execution_plan_snapshot_id", "remote_job_origin"),
+    ),
+    Internal(
+        "dagster:DagsterInstance.get_execution_plan_snapshot",
+        "the execution plan of a submitted run",
+        args=("snapshot_id",),
+    ),
+    Internal(
+        "dagster._core.snap.execution_plan_snapshot:ExecutionPlanSnapshot",
+        "the assets a run's plan materializes",
+        attrs=("asset_selection",),
+    ),
+    Internal(
+        "dagster._core.definitions.partitions.context:partition_loading_context",
+        "checking a dynamic partition against the instance",
+        kwargs=("dynamic_partitions_store",),
+        args=(),
+    ),
+    Internal(
+        "dagster._core.storage.event_log.base:EventLogStorage.get_pool_limits",
+        "reading the concurrency pools' limits",
+        args=(),
+    ),
+    Internal(
+        "dagster._core.storage.event_log.base:EventLogStorage.set_concurrency_slots",
+        "setting a concurrency pool's limit",
+        args=("concurrency_key", "num"),
+    ),
+    Internal("dagster._core.storage.event_log.base:PoolLimit", "a pool's limit", attrs=("name", "limit")),
+    Internal(
+        "dagster_shared.error:SerializableErrorInfo",
+        "the error a refused launch is answered with",
+        kwargs=("message", "stack", "cls_name"),
+        args=(),
+    ),
+    Internal(
+        "dagster_graphql.implementation.utils:UserFacingGraphQLError",
+        "answering a refused launch with a typed error (HTTP 200) instead of a server error",
+        args=("error",),
+        attrs=("error",),
+    ),
+    Internal(
+        "dagster_graphql.schema.errors:GraphenePythonError",
+        "the typed error a refused launch is answered with",
+        args=("error_info",),
+    ),
     Internal(
         "dagster:DagsterInstance.get_runs",
         "finding the earlier runs of an idempotency key",

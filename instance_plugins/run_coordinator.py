@@ -1,32 +1,54 @@
-"""Idempotent launches: the same idempotency key never starts a second run.
+"""The instance's run coordinator: every launch (UI, GraphQL/ADF, sensors, backfills) is submitted here.
 
-ADF retries a Web activity whose response it did not get (timeout, 5xx, dropped connection), so a
-launch Dagster already accepted can arrive again. dagster-graphql 1.13 offers no idempotency of its
-own (its `ExecutionMetadata` input has no `runId`; a run id can only be chosen through Python), so
-the instance's run coordinator provides it: a run tagged with an idempotency key (ADF's pipeline run
-id, tag `adf/pipeline_run_id`) is queued only if no run with that key has been queued before. A
-duplicate is deleted before it is queued, and the launch answers with the run that was queued first
-(`LaunchRunSuccess` carrying that run's id), so the caller simply goes on polling it.
+It is Dagster's `QueuedRunCoordinator` plus what must hold for every launch, whoever makes it:
 
-Configured in the instance's `dagster.yaml` (instance/production/dagster.yaml) in place of
-`QueuedRunCoordinator`, with the same settings plus `idempotency_tag`.
+- **Idempotent launches.** ADF retries a Web activity whose response it did not get (timeout, 5xx,
+  dropped connection), so a launch Dagster already accepted can arrive again. dagster-graphql 1.13
+  offers no idempotency of its own (its `ExecutionMetadata` input has no `runId`), so a run tagged
+  with an idempotency key (ADF's pipeline run id, tag `adf/pipeline_run_id`) is queued only if no run
+  with that key has been queued before. A duplicate that asks for the same thing (job, assets,
+  partition, run config) is deleted before it is queued, and the launch answers with the run queued
+  first (`LaunchRunSuccess` carrying that run's id), so the caller simply goes on polling it. A launch
+  that reuses a key for something else is refused. A re-execution inherits its parent's key and is
+  queued as the new launch it is.
+- **Partitions checked at launch.** A run that materializes a partitioned asset must name one of its
+  partitions (tag `dagster/partition`) that exists; Dagster itself notices only when a step writes its
+  output, after the work is done.
+- **Concurrency pools' limits from dagster.yaml.** Dagster keeps a pool's limit in storage, set by
+  hand (`dagster instance concurrency set`, or the UI); `pool_limits` here sets them from the instance's
+  YAML before a run is queued, so the daemon dequeues runs within them.
+
+A refused launch leaves no run (Dagster itself still records its refusal event under the run's id).
+GraphQL callers get `PythonError` with `className: LaunchRefused` and the reason as its message (HTTP
+200, no stack); the UI shows that message.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
-from typing import Any, Self, cast
+from typing import Any, NoReturn, Self, cast
 
 import dagster as dg
 
-from instance_plugins.dagster_internals import ConfigurableClassData, UserConfigSchema
+from instance_plugins.dagster_internals import (
+    ConfigurableClassData,
+    UserConfigSchema,
+    has_partition,
+    launch_refusal,
+    partitions_of_run_assets,
+    pool_limits,
+    set_pool_limit,
+)
 
 DEFAULT_IDEMPOTENCY_TAG = "adf/pipeline_run_id"
+PARTITION_TAG = "dagster/partition"
+PARTITION_RANGE_TAGS = ("dagster/asset_partition_range_start", "dagster/asset_partition_range_end")
+REFUSED = "LaunchRefused"
 
 
 class IdempotentQueuedRunCoordinator(dg.QueuedRunCoordinator):
-    """QueuedRunCoordinator that queues at most one run per value of the idempotency tag.
+    """QueuedRunCoordinator that refuses launches bound to fail and queues one run per idempotency key.
 
     "First queued wins": a run whose key already belongs to a queued (or later) run is a duplicate.
     Submissions in one process are serialized by a lock, so concurrent duplicates through one
@@ -35,14 +57,25 @@ class IdempotentQueuedRunCoordinator(dg.QueuedRunCoordinator):
     only after the previous attempt ended, at least 30 s apart).
     """
 
-    def __init__(self, idempotency_tag: str = DEFAULT_IDEMPOTENCY_TAG, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        idempotency_tag: str = DEFAULT_IDEMPOTENCY_TAG,
+        pool_limits: Mapping[str, int] | None = None,
+        **kwargs: Any,
+    ) -> None:
         self._idempotency_tag = idempotency_tag
+        self._pool_limits = dict(pool_limits or {})
         self._submit_lock = threading.Lock()
         super().__init__(**kwargs)
 
     @property
     def idempotency_tag(self) -> str:
         return self._idempotency_tag
+
+    @property
+    def pool_limits(self) -> Mapping[str, int]:
+        """The concurrency pools' limits this instance sets (pools not named keep theirs)."""
+        return dict(self._pool_limits)
 
     @classmethod
     def config_type(cls) -> UserConfigSchema:
@@ -55,19 +88,41 @@ class IdempotentQueuedRunCoordinator(dg.QueuedRunCoordinator):
                 default_value=DEFAULT_IDEMPOTENCY_TAG,
                 description="Run tag whose value identifies one logical launch (ADF's pipeline run id).",
             ),
+            "pool_limits": dg.Field(
+                dg.Map(str, int),
+                is_required=False,
+                default_value={},
+                description="Concurrency pool -> how many runs using it may be in progress at once "
+                "(with `concurrency: pools: granularity: run`); set in storage before a run is queued.",
+            ),
         }
 
     @classmethod
     def from_config_value(cls, inst_data: ConfigurableClassData, config_value: Mapping[str, Any]) -> Self:
-        # The parent builds `cls` from its own settings; the tag is ours to add.
+        # The parent builds `cls` from its own settings; ours are added after.
         coordinator = super().from_config_value(inst_data, config_value)
         coordinator._idempotency_tag = config_value.get("idempotency_tag", DEFAULT_IDEMPOTENCY_TAG)
+        limits = dict(config_value.get("pool_limits") or {})
+        # 1000: Dagster's largest pool limit (DAGSTER_MAX_GLOBAL_OP_CONCURRENCY_LIMIT's default).
+        bad = {pool: limit for pool, limit in limits.items() if not 0 <= limit <= 1000}
+        if bad:
+            raise dg.DagsterInvalidConfigError(
+                f"run_coordinator.config.pool_limits in dagster.yaml: each limit must be a whole number "
+                f"from 0 to 1000, found {bad}",
+                [],
+                None,
+            )
+        coordinator._pool_limits = limits
         return coordinator
 
     def submit_run(self, context: dg.SubmitRunContext) -> dg.DagsterRun:
         run = context.dagster_run
         key = run.tags.get(self._idempotency_tag)
-        if not key:
+        # A re-execution (from the UI, or a run retry) inherits its parent's tags, key included, but is
+        # a launch of its own: someone asked for it again on purpose.
+        if not key or run.parent_run_id:
+            self._check_partitions(context)
+            self._apply_pool_limits()
             return super().submit_run(context)
         with self._submit_lock:
             earlier = [
@@ -78,8 +133,19 @@ class IdempotentQueuedRunCoordinator(dg.QueuedRunCoordinator):
                 if other.run_id != run.run_id and other.status != dg.DagsterRunStatus.NOT_STARTED
             ]
             if not earlier:
+                self._check_partitions(context)
+                self._apply_pool_limits()
                 return super().submit_run(context)
             first = earlier[0]
+            differences = launch_differences(first, run)
+            if differences:
+                self._refuse(
+                    run,
+                    f"The launch of {describe_launch(run)} carries {self._idempotency_tag}={key}, which "
+                    f"already identifies the launch of {describe_launch(first)} (run {first.run_id}); "
+                    f"they differ in {'; '.join(differences)}. A key names one launch: give this launch "
+                    "a key of its own.",
+                )
             # Never queued, so nothing ran: removing it leaves exactly one run for this key.
             self._instance.delete_run(run.run_id)
             self._logger.info(
@@ -87,3 +153,94 @@ class IdempotentQueuedRunCoordinator(dg.QueuedRunCoordinator):
                 f"dropped duplicate run {run.run_id}."
             )
             return first
+
+    def _check_partitions(self, context: dg.SubmitRunContext) -> None:
+        """Refuse a run of partitioned assets that names no partition, or one that does not exist."""
+        run = context.dagster_run
+        if context.workspace is None:  # a Python caller without a workspace: the assets check it themselves
+            return
+        partitioned = {
+            key: definition
+            for key, definition in partitions_of_run_assets(self._instance, run, context.workspace).items()
+            if definition is not None
+        }
+        if not partitioned:
+            return
+        assets = ", ".join(key.to_user_string() for key in partitioned)
+        definition = next(iter(partitioned.values()))
+        keys = [run.tags[PARTITION_TAG]] if PARTITION_TAG in run.tags else []
+        keys += [run.tags[t] for t in PARTITION_RANGE_TAGS if t in run.tags]
+        if not keys:
+            self._refuse(
+                run,
+                f"The launch of job {run.job_name} materializes {assets}, partitioned by "
+                f"{_describe(definition)}, but names no partition: launch it with the tag "
+                f"{PARTITION_TAG}=<partition key>, a partition that exists{_how_to_add(definition)}.",
+            )
+        missing = [k for k in keys if not has_partition(definition, k, self._instance)]
+        if missing:
+            self._refuse(
+                run,
+                f"The launch of job {run.job_name} asks for partition {missing[0]!r} of "
+                f"{_describe(definition)} (the partitions of {assets}), which does not exist"
+                f"{_how_to_add(definition, missing[0])}, then launch again.",
+            )
+
+    def _apply_pool_limits(self) -> None:
+        if not self._pool_limits:
+            return
+        current = pool_limits(self._instance)
+        for pool, limit in self._pool_limits.items():
+            if current.get(pool) != limit:
+                set_pool_limit(self._instance, pool, limit)
+                self._logger.info(
+                    f"Concurrency pool {pool!r}: limit set to {limit} (dagster.yaml pool_limits)."
+                )
+
+    def _refuse(self, run: dg.DagsterRun, message: str) -> NoReturn:
+        # The run was created for this launch and never queued: it goes, so no run stands for a
+        # launch that was refused.
+        self._instance.delete_run(run.run_id)
+        self._logger.warning(f"Refused launch (run {run.run_id} deleted): {message}")
+        raise launch_refusal(REFUSED, message)
+
+
+def describe_launch(run: dg.DagsterRun) -> str:
+    """A launch in words: job, asset selection, partition."""
+    words = f"job {run.job_name}"
+    if run.asset_selection:
+        words += " for " + ", ".join(sorted(k.to_user_string() for k in run.asset_selection))
+    partition = run.tags.get(PARTITION_TAG)
+    return words + (f" with partition {partition!r}" if partition else " with no partition")
+
+
+def launch_differences(first: dg.DagsterRun, other: dg.DagsterRun) -> list[str]:
+    """How `other` asks for something else than `first`: job, assets, partition, run config."""
+    differences = []
+    if first.job_name != other.job_name:
+        differences.append(f"job ({first.job_name} / {other.job_name})")
+    if (first.asset_selection or frozenset()) != (other.asset_selection or frozenset()):
+        differences.append("asset selection")
+    for tag in (PARTITION_TAG, *PARTITION_RANGE_TAGS):
+        if first.tags.get(tag) != other.tags.get(tag):
+            differences.append(f"partition ({first.tags.get(tag)!r} / {other.tags.get(tag)!r})")
+            break
+    if dict(first.run_config or {}) != dict(other.run_config or {}):
+        differences.append("run config")
+    return differences
+
+
+def _describe(definition: dg.PartitionsDefinition) -> str:
+    if isinstance(definition, dg.DynamicPartitionsDefinition) and definition.name:
+        return f"the dynamic partitions {definition.name!r}"
+    return f"{type(definition).__name__}"
+
+
+def _how_to_add(definition: dg.PartitionsDefinition, key: str = "<partition key>") -> str:
+    if not (isinstance(definition, dg.DynamicPartitionsDefinition) and definition.name):
+        return ""
+    return (
+        f" (add it first: the GraphQL mutation addDynamicPartition(partitionsDefName: "
+        f'"{definition.name}", partitionKey: "{key}"), as the generated ADF pipelines do before they '
+        f"launch; 'Add partition' in the UI's partition picker; or DagsterInstance.add_dynamic_partitions)"
+    )

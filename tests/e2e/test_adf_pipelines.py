@@ -33,7 +33,7 @@ import pytest
 from adf_bridge.gateway.app import create_app
 from adf_bridge.gateway.settings import GatewaySettings
 from adf_bridge.templates.output import OUTPUT_DIR
-from adf_bridge.templates.queries import LAUNCH_QUERY
+from adf_bridge.templates.queries import ADD_PARTITION_QUERY, LAUNCH_QUERY
 from tests.support.adf_interpreter import Interpreter, PipelineRun
 from tests.support.gateway import AUDIENCE, LocalEntra, serve
 from tests.support.instance import instance_yaml
@@ -161,7 +161,7 @@ def test_success_launches_one_run_with_config_and_tags_and_waits_for_it(
     assert dagster_run["jobName"] == "train_model" and dagster_run["status"] == "SUCCESS"
     tags = {t["key"]: t["value"] for t in dagster_run["tags"]}
     assert tags["adf/pipeline_name"] == "dagster_train_model" and tags["adf/factory"] == adf.factory
-    assert tags["team"] == "ml" and tags["mnist/workload"] == "training"
+    assert tags["team"] == "ml"
     assert "pca_components: 10" in dagster_run["runConfigYaml"]
     assert (site["storage"] / "models" / "mnist" / "current.json").exists()
     # It polled until the end (more than one status request), with the managed identity's token each time.
@@ -303,6 +303,17 @@ def test_retried_launch_starts_exactly_one_run(
 
 def test_concurrent_duplicate_launches_start_one_run(site: dict[str, Any]) -> None:
     key = str(uuid.uuid4())
+    # A partition that exists (one that does not is refused at launch), with no batch behind it.
+    added = graphql(
+        site["url"],
+        ADD_PARTITION_QUERY,
+        {
+            "repositorySelector": {"repositoryLocationName": "mnist", "repositoryName": "__repository__"},
+            "partitionsDefName": "inference_batches",
+            "partitionKey": "absent",
+        },
+    )["addDynamicPartition"]
+    assert added["__typename"] == "AddDynamicPartitionSuccess", added
     execution_params = {
         "selector": {
             "repositoryLocationName": "mnist",

@@ -59,11 +59,9 @@ def test_production_instance_builds_every_component_on_postgres(home: Path) -> N
         assert isinstance(coordinator, IdempotentQueuedRunCoordinator)
         assert coordinator.idempotency_tag == "adf/pipeline_run_id"
         assert coordinator.get_run_queue_config().max_concurrent_runs == 10
-        limits = {
-            (t["key"], t.get("value")): t["limit"]
-            for t in coordinator.get_run_queue_config().tag_concurrency_limits
-        }
-        assert limits[("mnist/workload", "training")] == 1
+        assert coordinator.pool_limits == {"mnist-training": 1, "mnist-scoring": 8}
+        granularity = instance.get_concurrency_config().pool_config.pool_granularity
+        assert granularity is not None and granularity.value == "run"
         launcher = instance.run_launcher
         assert isinstance(launcher, AcaRunLauncher)
         assert (
