@@ -7,7 +7,7 @@ import dagster as dg
 from assets.model import mnist_model
 from assets.predictions import mnist_predictions
 from assets.raw_mnist import raw_mnist
-from orchestration.jobs import JOBS
+from orchestration.jobs import EXECUTOR, JOBS
 from orchestration.sensors import build_sensors
 from orchestration.settings import Settings
 
@@ -18,6 +18,8 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         jobs=JOBS,
         sensors=build_sensors(settings.sensors, container=settings.storage.container),
         resources=settings.resources(),
+        # Also for the UI's Materialize (Dagster's implicit asset job): one process per run, not per step.
+        executor=EXECUTOR,
     )
 
 
