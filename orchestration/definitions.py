@@ -7,18 +7,22 @@ import dagster as dg
 from assets.model import mnist_model
 from assets.predictions import mnist_predictions
 from assets.raw_mnist import raw_mnist
+from orchestration.alerts import alert_definitions
 from orchestration.jobs import JOBS
+from orchestration.schedules import retrain_schedule
 from orchestration.sensors import build_sensors
 from orchestration.settings import Settings
 
 
 def build_definitions(settings: Settings) -> dg.Definitions:
-    return dg.Definitions(
+    workflow = dg.Definitions(
         assets=[raw_mnist, mnist_model, mnist_predictions],
         jobs=JOBS,
         sensors=build_sensors(settings.sensors, container=settings.storage.container),
         resources=settings.resources(),
     )
+    automation = dg.Definitions(schedules=[retrain_schedule(settings.retrain_schedule)])
+    return dg.Definitions.merge(workflow, automation, alert_definitions(settings.alerts))
 
 
 defs = build_definitions(Settings.from_env())
