@@ -44,7 +44,7 @@ class Alert:
         return {
             "kind": self.kind,
             "headline": self.headline,
-            **{name.lower(): value for name, value in self.facts.items()},
+            **{name.lower().replace(" ", "_"): value for name, value in self.facts.items()},
             **self.details,
             "message": self.message,
             "url": self.link,
