@@ -19,7 +19,13 @@ if TYPE_CHECKING:
 
 
 def run_failure_sensor(channel: str, resource_key: str, ui_url: str, interval: int) -> dg.SensorDefinition:
-    """Dagster's run-failure sensor for this code location's jobs, sending one alert per failed run."""
+    """Dagster's run-failure sensor for this code location's jobs, sending one alert per failed run.
+
+    Built as `run_failure_sensor` builds it (a FAILURE `RunStatusSensorDefinition`), declaring the
+    channel's resource key, which the decorator only takes from parameter names. dagster-msteams' and
+    dagster-slack's own factories are not used: they take the webhook URL or token as a plain string
+    when the code location loads (not a `dg.EnvVar`), and Slack's always posts to slack.com.
+    """
 
     def notify(context: dg.RunStatusSensorContext, **_called_with: object) -> None:
         # The sender comes from the context: its key differs by channel, so it cannot be a parameter.
