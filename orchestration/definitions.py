@@ -7,13 +7,15 @@ import dagster as dg
 from assets.model import mnist_model
 from assets.predictions import mnist_predictions
 from assets.raw_mnist import raw_mnist
+from orchestration.alerts import alert_definitions
 from orchestration.jobs import EXECUTOR, JOBS
+from orchestration.schedules import retrain_schedule
 from orchestration.sensors import build_sensors
 from orchestration.settings import Settings
 
 
 def build_definitions(settings: Settings) -> dg.Definitions:
-    return dg.Definitions(
+    workflow = dg.Definitions(
         assets=[raw_mnist, mnist_model, mnist_predictions],
         jobs=JOBS,
         sensors=build_sensors(settings.sensors, container=settings.storage.container),
@@ -21,6 +23,8 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         # Also for the UI's Materialize (Dagster's implicit asset job): one process per run, not per step.
         executor=EXECUTOR,
     )
+    automation = dg.Definitions(schedules=[retrain_schedule(settings.retrain_schedule)])
+    return dg.Definitions.merge(workflow, automation, alert_definitions(settings.alerts))
 
 
 defs = build_definitions(Settings.from_env())

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from orchestration.settings.alerts import AlertSettings
 from orchestration.settings.automation import SensorSettings
 from orchestration.settings.azure_batch import AzureBatchSettings
 from orchestration.settings.azureml import AzureMLSettings
@@ -22,6 +23,7 @@ from orchestration.settings.compute import ComputeRole, ComputeSettings
 from orchestration.settings.env_file import ENV_FILE_VARIABLE, env_file_path, load_env_file
 from orchestration.settings.errors import SettingsError
 from orchestration.settings.mnist import QualitySettings, SourceSettings
+from orchestration.settings.schedules import RetrainScheduleSettings
 from orchestration.settings.storage import StorageSettings
 
 if TYPE_CHECKING:
@@ -46,6 +48,8 @@ class Settings(BaseModel):
     sensors: SensorSettings = Field(default_factory=SensorSettings)
     azureml: AzureMLSettings = Field(default_factory=AzureMLSettings)
     azure_batch: AzureBatchSettings = Field(default_factory=AzureBatchSettings)
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
+    retrain_schedule: RetrainScheduleSettings = Field(default_factory=RetrainScheduleSettings)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -69,6 +73,8 @@ class Settings(BaseModel):
                 sensors=SensorSettings.read(env),
                 azureml=AzureMLSettings.read(env),
                 azure_batch=AzureBatchSettings.read(env),
+                alerts=AlertSettings.read(env),
+                retrain_schedule=RetrainScheduleSettings.read(env),
             )
             settings._check()
         except SettingsError as exc:
@@ -82,6 +88,7 @@ class Settings(BaseModel):
 
     def _check(self) -> None:
         """What one concern asks of another."""
+        self.alerts.check()
         if self.compute.names("azure_batch"):
             if self.storage.kind != "azure_blob":
                 raise SettingsError(
