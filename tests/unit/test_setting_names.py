@@ -24,6 +24,9 @@ NOT_PROJECT_SETTINGS = {
     # Read by azure-identity itself (DefaultAzureCredential), not by the project.
     "AZURE_AUTHORITY_HOST",  # sovereign clouds
     "AZURE_FEDERATED_TOKEN_FILE",  # workload identity
+    # Read by instance/production/dagster.yaml (where the Container Apps launcher starts runs), set by
+    # deploy/azure/container-apps.sh.
+    "AZURE_SUBSCRIPTION_ID",
 }
 
 

@@ -1,0 +1,1 @@
+"""The container image (Dockerfile, entrypoint, health check): docs/deployment.md."""
