@@ -157,6 +157,7 @@ def test_the_chart_renders_the_kubernetes_instance() -> None:
     assert pg["postgresqlScheme"] == instance["storage"]["postgres"]["postgres_db"]["scheme"]
     assert pg["postgresqlParams"] == instance["storage"]["postgres"]["postgres_db"]["params"]
     assert v["telemetry"] == instance["telemetry"]
+    assert v["additionalInstanceConfig"]["concurrency"] == instance["concurrency"]
 
 
 def test_pods_get_known_settings_and_workload_identity() -> None:
