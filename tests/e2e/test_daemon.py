@@ -13,7 +13,7 @@ import dagster as dg
 import pytest
 
 from tests.support.blob_events import upload_and_notify
-from tests.support.daemon import Daemon, wait_for
+from tests.support.daemon import Daemon, failure_report, wait_for
 from tests.support.instance import postgres_database, postgres_unavailable_reason
 from tests.support.synthetic import make_digits, write_source
 from workload.mnist_idx import encode_idx
@@ -129,20 +129,26 @@ def test_burst_with_daemon_killed_scores_each_batch_exactly_once(site: dict[str,
         wait_for(lambda: len(batch_runs(instance)) > 0, timeout=60, what="the first runs", log=daemon.log)
         second_half = pool.map(upload, batches[50:])
         daemon.kill()  # mid-burst, possibly mid-tick
+        print(f"at the kill: {dict(Counter(r.status.value for r in batch_runs(instance)))}")
         list(second_half)
     daemon.start()
 
+    def explain() -> str:
+        return failure_report(instance, batch_runs(instance))
+
     wait_for(lambda: len({r.tags["mnist/batch"] for r in batch_runs(instance)}) == 100,
-             timeout=240, what="a run for every batch", log=daemon.log)  # fmt: skip
+             timeout=240, what="a run for every batch", log=daemon.log, explain=explain)  # fmt: skip
     wait_for(
         lambda: all(r.is_finished for r in batch_runs(instance)),
-        timeout=600, what="all runs to finish", log=daemon.log,
+        timeout=600, what="all runs to finish", log=daemon.log, explain=explain,
     )  # fmt: skip
     runs = batch_runs(instance)
+    report = failure_report(instance, runs)
+    print(report)  # shown by pytest for a failed test, and with -s
     per_batch = Counter(r.tags["mnist/batch"] for r in runs)
     assert sorted(per_batch) == batches, "no batch missed"
     assert set(per_batch.values()) == {1}, f"duplicates: {[b for b, n in per_batch.items() if n > 1]}"
     failed = [r.tags["mnist/batch"] for r in runs if r.status != dg.DagsterRunStatus.SUCCESS]
-    assert failed == []
+    assert failed == [], f"runs that did not succeed:\n{report}"
     names = set(container.list_blob_names(name_starts_with="predictions/"))
     assert all(f"predictions/{b}/predictions.csv" in names for b in batches)
