@@ -100,7 +100,7 @@ def failure_report(instance: dg.DagsterInstance, runs: Sequence[dg.DagsterRun]) 
         for entry in instance.all_logs(fresh.run_id):
             event = entry.dagster_event
             if event is None:
-                if entry.level >= logging.ERROR:
+                if entry.level in (logging.ERROR, logging.CRITICAL, "ERROR", "CRITICAL"):
                     lines.append(f"  [{entry.timestamp:.1f}] log: {entry.user_message}")
                 continue
             if event.event_type not in _WHY_EVENTS:
