@@ -56,6 +56,10 @@ Run coordinator (run_coordinator)
   `_instance` and `_logger`. Nothing public hooks into the submission of a run.
 - `SubmitRunContext.dagster_run`, `DagsterInstance.get_runs` (not marked public): the run submitted,
   and the earlier runs with the same idempotency key.
+- `QueuedRunCoordinator.get_run_queue_config` (overridden; returns a `RunQueueConfig`), which the
+  daemon calls at every dequeue iteration: the moment to put runs orphaned in STARTING back in the
+  queue, with `DagsterEvent.job_enqueue` and `DagsterInstance.report_dagster_event`, as the daemon's
+  own dequeuer re-queues a run whose launch failed. Nothing public runs code in the daemon's loop.
 """
 
 from __future__ import annotations
@@ -70,6 +74,7 @@ from dagster._config.config_schema import UserConfigSchema
 from dagster._core.code_pointer import ModuleCodePointer, PackageCodePointer
 from dagster._core.instance import InstanceRef
 from dagster._core.launcher.base import CheckRunHealthResult, LaunchRunContext, RunLauncher, WorkerStatus
+from dagster._core.run_coordinator.queued_run_coordinator import RunQueueConfig
 from dagster._core.storage.tags import GRPC_INFO_TAG
 from dagster._serdes import ConfigurableClass
 from dagster._serdes.config_class import ConfigurableClassData
@@ -88,6 +93,7 @@ __all__ = [
     "ModuleCodePointer",
     "PackageCodePointer",
     "RunLauncher",
+    "RunQueueConfig",
     "UserConfigSchema",
     "WorkerStatus",
     "capture_interrupts",
@@ -231,12 +237,34 @@ RELIED_UPON: tuple[Internal, ...] = (
     ),
     Internal("dagster:DagsterInstance.from_ref", "the run worker's instance", args=("instance_ref",)),
     Internal("dagster._utils.interrupts:capture_interrupts", "the SIGINT handling of a run worker", args=()),
-    Internal("dagster:DagsterInstance.add_run_tags", "the run worker's tag", args=("run_id", "new_tags")),
+    Internal(
+        "dagster:DagsterInstance.add_run_tags",
+        "the run worker's and the launcher's tags",
+        args=("run_id", "new_tags"),
+    ),
     # Run coordinator
     Internal(
         "dagster:QueuedRunCoordinator",
         "the base class of IdempotentQueuedRunCoordinator",
-        attrs=("config_type", "from_config_value", "submit_run", "_instance", "_logger"),
+        attrs=(
+            "config_type",
+            "from_config_value",
+            "submit_run",
+            "get_run_queue_config",
+            "_instance",
+            "_logger",
+        ),
+    ),
+    Internal(
+        "dagster._core.run_coordinator.queued_run_coordinator:RunQueueConfig",
+        "what get_run_queue_config returns",
+    ),
+    Internal("dagster:DagsterEvent.job_enqueue", "putting an orphaned run back in the queue", args=("run",)),
+    Internal(
+        "dagster:DagsterInstance.report_dagster_event",
+        "reporting the enqueue event of an orphaned run",
+        args=("dagster_event",),
+        kwargs=("run_id",),
     ),
     Internal("dagster:SubmitRunContext", "the run being submitted", attrs=("dagster_run",)),
     Internal(

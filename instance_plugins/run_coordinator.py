@@ -10,19 +10,27 @@ duplicate is deleted before it is queued, and the launch answers with the run th
 
 Configured in the instance's `dagster.yaml` (instance/production/dagster.yaml) in place of
 `QueuedRunCoordinator`, with the same settings plus `idempotency_tag`.
+
+Orphaned launches: a run left STARTING by a launcher that died mid-launch (a SIGKILLed daemon; see
+instance_plugins.warm_launcher `orphan_reason`) is put back in the queue, so the next daemon launches
+it. The daemon reads the queue settings (`get_run_queue_config`) at every dequeue iteration; that is
+when the coordinator looks, at most every `ORPHAN_CHECK_SECONDS`.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Mapping
 from typing import Any, Self, cast
 
 import dagster as dg
 
-from instance_plugins.dagster_internals import ConfigurableClassData, UserConfigSchema
+from instance_plugins.dagster_internals import ConfigurableClassData, RunQueueConfig, UserConfigSchema
+from instance_plugins.warm_launcher import orphan_reason
 
 DEFAULT_IDEMPOTENCY_TAG = "adf/pipeline_run_id"
+ORPHAN_CHECK_SECONDS = 5.0
 
 
 class IdempotentQueuedRunCoordinator(dg.QueuedRunCoordinator):
@@ -38,6 +46,7 @@ class IdempotentQueuedRunCoordinator(dg.QueuedRunCoordinator):
     def __init__(self, idempotency_tag: str = DEFAULT_IDEMPOTENCY_TAG, **kwargs: Any) -> None:
         self._idempotency_tag = idempotency_tag
         self._submit_lock = threading.Lock()
+        self._orphans_checked = 0.0
         super().__init__(**kwargs)
 
     @property
@@ -87,3 +96,27 @@ class IdempotentQueuedRunCoordinator(dg.QueuedRunCoordinator):
                 f"dropped duplicate run {run.run_id}."
             )
             return first
+
+    def get_run_queue_config(self) -> RunQueueConfig:
+        # Called by the daemon at every dequeue iteration, before it reads the queue.
+        self._requeue_orphaned_launches()
+        return super().get_run_queue_config()
+
+    def _requeue_orphaned_launches(self) -> None:
+        now = time.time()
+        if now - self._orphans_checked < ORPHAN_CHECK_SECONDS:
+            return
+        self._orphans_checked = now
+        try:
+            starting = self._instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTING]))
+            for stale in starting:
+                run = self._instance.get_run_by_id(stale.run_id)  # as of now, not as of the listing
+                reason = orphan_reason(run, time.time()) if run is not None else None
+                if run is None or reason is None:
+                    continue
+                self._instance.report_engine_event(
+                    f"Putting the run back in the queue: {reason}.", run, cls=self.__class__
+                )
+                self._instance.report_dagster_event(dg.DagsterEvent.job_enqueue(run), run_id=run.run_id)
+        except Exception:  # the queue must go on even if this check cannot
+            self._logger.exception("Could not check for runs orphaned in STARTING")

@@ -131,7 +131,9 @@ class WorkloadFailed(dg.Failure):
                 f"{self.record['file']}: {self.record['what']}: expected {self.record['expected']}, "
                 f"found {self.record['found']}"
             )
-            where = f"The {task} {ended} on {backend}." if task else f"The {ended} on {backend}."
+            where = f"The {task} job {job_id} on {backend} ended {state.value}" + (
+                f" ({message})." if message else "."
+            )
             below = f"{where}\nThe end of its stderr:\n{tail}" if tail else where
             metadata.update(self.record)
         else:

@@ -186,4 +186,8 @@ def test_a_run_the_daemon_was_starting_when_killed_is_started_by_the_next_daemon
              timeout=150, what="the run to finish", log=daemon.log, explain=explain)  # fmt: skip
     runs = batch_runs(instance)
     assert [r.status for r in runs] == [dg.DagsterRunStatus.SUCCESS], explain()
+    messages = [e.message for e in instance.all_logs(runs[0].run_id)]
+    assert any(
+        "Putting the run back in the queue: the process that was launching it" in m for m in messages
+    ), messages
     assert site["container"].get_blob_client("predictions/orphan/predictions.csv").exists()
