@@ -3,9 +3,10 @@ from typing import Any
 import dagster as dg
 
 from resources.compute import ComputeBackend, WorkloadRequest, idempotency_key
-from resources.storage import ObjectStore, validate_name
+from resources.storage import ObjectStore
 
 from . import layout
+from .batch_ids import batch_id_problem
 from .layout import BATCH_MARKER, CURRENT, MODELS_PREFIX, SCORED_WITH, batch_prefix, predictions_prefix
 from .model import mnist_model
 from .pictures import bar_chart, markdown_image
@@ -19,9 +20,11 @@ SCORING_POOL = "mnist-scoring"
 
 
 def check_batch_id(batch_id: str) -> str:
-    validate_name(batch_id)
-    if "/" in batch_id:
-        raise dg.Failure(f"inference batch id {batch_id!r} must be a single folder name under inference/")
+    """`batch_id` if it is a valid inference batch id (the rules the sensors and the gateway apply too),
+    else a Failure saying what is wrong with it."""
+    problem = batch_id_problem(batch_id)
+    if problem is not None:
+        raise dg.Failure(description=problem)
     return batch_id
 
 

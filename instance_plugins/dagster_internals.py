@@ -74,6 +74,10 @@ Run coordinator (run_coordinator)
   refused launch answered as a typed error (HTTP 200, the message and no stack) instead of an
   unexpected exception, which dagster-graphql answers with HTTP 500 and a stack trace (and ADF retries).
   Imported on first refusal: dagster-graphql takes 2 s to import, and only the webserver has it loaded.
+- `QueuedRunCoordinator.get_run_queue_config` (overridden; returns a `RunQueueConfig`), which the
+  daemon calls at every dequeue iteration: the moment to put runs orphaned in STARTING back in the
+  queue, with `DagsterEvent.job_enqueue` and `DagsterInstance.report_dagster_event`, as the daemon's
+  own dequeuer re-queues a run whose launch failed. Nothing public runs code in the daemon's loop.
 """
 
 from __future__ import annotations
@@ -89,6 +93,7 @@ from dagster._core.code_pointer import ModuleCodePointer, PackageCodePointer
 from dagster._core.definitions.partitions.context import partition_loading_context
 from dagster._core.instance import InstanceRef
 from dagster._core.launcher.base import CheckRunHealthResult, LaunchRunContext, RunLauncher, WorkerStatus
+from dagster._core.run_coordinator.queued_run_coordinator import RunQueueConfig
 from dagster._core.storage.tags import GRPC_INFO_TAG, HIDDEN_TAG_PREFIX
 from dagster._serdes import ConfigurableClass
 from dagster._serdes.config_class import ConfigurableClassData
@@ -109,6 +114,7 @@ __all__ = [
     "ModuleCodePointer",
     "PackageCodePointer",
     "RunLauncher",
+    "RunQueueConfig",
     "UserConfigSchema",
     "WorkerStatus",
     "capture_interrupts",
@@ -305,7 +311,11 @@ RELIED_UPON: tuple[Internal, ...] = (
     ),
     Internal("dagster:DagsterInstance.from_ref", "the run worker's instance", args=("instance_ref",)),
     Internal("dagster._utils.interrupts:capture_interrupts", "the SIGINT handling of a run worker", args=()),
-    Internal("dagster:DagsterInstance.add_run_tags", "the run worker's tag", args=("run_id", "new_tags")),
+    Internal(
+        "dagster:DagsterInstance.add_run_tags",
+        "the run worker's and the launcher's tags",
+        args=("run_id", "new_tags"),
+    ),
     Internal(
         "dagster._core.storage.tags:HIDDEN_TAG_PREFIX",
         "the prefix that keeps the run worker's tag out of the UI",
@@ -315,7 +325,25 @@ RELIED_UPON: tuple[Internal, ...] = (
     Internal(
         "dagster:QueuedRunCoordinator",
         "the base class of IdempotentQueuedRunCoordinator",
-        attrs=("config_type", "from_config_value", "submit_run", "_instance", "_logger"),
+        attrs=(
+            "config_type",
+            "from_config_value",
+            "submit_run",
+            "get_run_queue_config",
+            "_instance",
+            "_logger",
+        ),
+    ),
+    Internal(
+        "dagster._core.run_coordinator.queued_run_coordinator:RunQueueConfig",
+        "what get_run_queue_config returns",
+    ),
+    Internal("dagster:DagsterEvent.job_enqueue", "putting an orphaned run back in the queue", args=("run",)),
+    Internal(
+        "dagster:DagsterInstance.report_dagster_event",
+        "reporting the enqueue event of an orphaned run",
+        args=("dagster_event",),
+        kwargs=("run_id",),
     ),
     Internal(
         "dagster:SubmitRunContext",

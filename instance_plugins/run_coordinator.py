@@ -17,6 +17,10 @@ It is Dagster's `QueuedRunCoordinator` plus what must hold for every launch, who
 - **Concurrency pools' limits from dagster.yaml.** Dagster keeps a pool's limit in storage, set by
   hand (`dagster instance concurrency set`, or the UI); `pool_limits` here sets them from the instance's
   YAML before a run is queued, so the daemon dequeues runs within them.
+- **Orphaned launches re-queued.** A run left STARTING by a launcher that died mid-launch (a
+  SIGKILLed daemon; see instance_plugins.warm_launcher `orphan_reason`) is put back in the queue, so the
+  next daemon launches it. The daemon reads the queue settings (`get_run_queue_config`) at every
+  dequeue iteration; that is when the coordinator looks, at most every `ORPHAN_CHECK_SECONDS`.
 
 A refused launch leaves no run (Dagster itself still records its refusal event under the run's id).
 GraphQL callers get `PythonError` with `className: LaunchRefused` and the reason as its message (HTTP
@@ -26,6 +30,7 @@ GraphQL callers get `PythonError` with `className: LaunchRefused` and the reason
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Mapping
 from typing import Any, NoReturn, Self, cast
 
@@ -33,6 +38,7 @@ import dagster as dg
 
 from instance_plugins.dagster_internals import (
     ConfigurableClassData,
+    RunQueueConfig,
     UserConfigSchema,
     has_partition,
     launch_refusal,
@@ -40,8 +46,10 @@ from instance_plugins.dagster_internals import (
     pool_limits,
     set_pool_limit,
 )
+from instance_plugins.warm_launcher import orphan_reason
 
 DEFAULT_IDEMPOTENCY_TAG = "adf/pipeline_run_id"
+ORPHAN_CHECK_SECONDS = 5.0
 PARTITION_TAG = "dagster/partition"
 PARTITION_RANGE_TAGS = ("dagster/asset_partition_range_start", "dagster/asset_partition_range_end")
 REFUSED = "LaunchRefused"
@@ -66,6 +74,7 @@ class IdempotentQueuedRunCoordinator(dg.QueuedRunCoordinator):
         self._idempotency_tag = idempotency_tag
         self._pool_limits = dict(pool_limits or {})
         self._submit_lock = threading.Lock()
+        self._orphans_checked = 0.0
         super().__init__(**kwargs)
 
     @property
@@ -203,6 +212,30 @@ class IdempotentQueuedRunCoordinator(dg.QueuedRunCoordinator):
         self._instance.delete_run(run.run_id)
         self._logger.warning(f"Refused launch (run {run.run_id} deleted): {message}")
         raise launch_refusal(REFUSED, message)
+
+    def get_run_queue_config(self) -> RunQueueConfig:
+        # Called by the daemon at every dequeue iteration, before it reads the queue.
+        self._requeue_orphaned_launches()
+        return super().get_run_queue_config()
+
+    def _requeue_orphaned_launches(self) -> None:
+        now = time.time()
+        if now - self._orphans_checked < ORPHAN_CHECK_SECONDS:
+            return
+        self._orphans_checked = now
+        try:
+            starting = self._instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTING]))
+            for stale in starting:
+                run = self._instance.get_run_by_id(stale.run_id)  # as of now, not as of the listing
+                reason = orphan_reason(run, time.time()) if run is not None else None
+                if run is None or reason is None:
+                    continue
+                self._instance.report_engine_event(
+                    f"Putting the run back in the queue: {reason}.", run, cls=self.__class__
+                )
+                self._instance.report_dagster_event(dg.DagsterEvent.job_enqueue(run), run_id=run.run_id)
+        except Exception:  # the queue must go on even if this check cannot
+            self._logger.exception("Could not check for runs orphaned in STARTING")
 
 
 def describe_launch(run: dg.DagsterRun) -> str:

@@ -12,6 +12,13 @@ cancelled), same end states.
 A run worker records its pid, host and kernel start time in the run tag `WORKER_TAG`, so `terminate`
 and `check_run_worker_health` work from any process on that host (the webserver, the daemon, a CLI).
 
+A launch that dies half-way: the daemon marks a run STARTING, then calls `launch_run`, whose first
+launch also starts the warm process (seconds). A daemon killed in that window leaves the run STARTING
+with nothing to start it; Dagster's run monitoring would fail it at its start timeout. So `launch_run`
+first records the launching process in the run tag `LAUNCHER_TAG`, and `orphan_reason` tells a run
+whose launcher is gone without a run worker having started; the run coordinator
+(instance_plugins.run_coordinator) puts such runs back in the queue, and the next daemon launches them.
+
 Fallback: a run whose code location is not the one preloaded (another module, another interpreter or
 working directory) or whose module failed to import in the warm process is launched by the
 DefaultRunLauncher, exactly as before. Code changes: every launch compares the modification times of
@@ -23,6 +30,7 @@ itself) are not watched: restart the daemon after upgrading them, as you would a
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -47,10 +55,15 @@ from instance_plugins.dagster_internals import (
     WorkerStatus,
     str_param,
 )
-from instance_plugins.run_worker import WORKER_TAG, recorded_worker, worker_alive
+from instance_plugins.run_worker import WORKER_TAG, process_start_time, recorded_worker, worker_alive
 from instance_plugins.warm_process import WarmProcess, WarmProcessError
 
 DEFAULT_PRELOAD = ("dagster", "orchestration.definitions")
+# Run tag of a run being launched by this launcher: the launching process, as {"pid": int, "host": str,
+# "start": kernel start time, "at": epoch seconds}.
+LAUNCHER_TAG = "mnist/launcher"
+# A run worker forked just before its launcher died records itself (WORKER_TAG) well within this.
+ORPHAN_GRACE_SECONDS = 30.0
 # How long `terminate` waits for the worker tag of a run that is being launched right now.
 _TAG_WAIT_SECONDS = 5.0
 
@@ -165,6 +178,16 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
 
     def launch_run(self, context: LaunchRunContext) -> None:
         run = context.dagster_run
+        # Recorded before anything can take time: if this process dies before a worker starts, the run
+        # can be told orphaned (`orphan_reason`) and queued again.
+        pid = os.getpid()
+        launcher = {
+            "pid": pid,
+            "host": socket.gethostname(),
+            "start": process_start_time(pid),
+            "at": time.time(),
+        }
+        self._instance.add_run_tags(run.run_id, {LAUNCHER_TAG: json.dumps(launcher)})
         target = self._warm_target(run)
         if isinstance(target, str):
             self._fall_back(context, target)
@@ -293,3 +316,23 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
                 self._warm = None
         if self._default_launcher is not None:
             self._default_launcher.dispose()
+
+
+def orphan_reason(run: dg.DagsterRun, now: float) -> str | None:
+    """Why `run` is an orphaned launch (still STARTING, its launching process on this host gone for
+    over ORPHAN_GRACE_SECONDS, no run worker and no code-server launch recorded), or None."""
+    if run.status != dg.DagsterRunStatus.STARTING or WORKER_TAG in run.tags or GRPC_INFO_TAG in run.tags:
+        return None
+    raw = run.tags.get(LAUNCHER_TAG)
+    if not raw:
+        return None
+    launcher = json.loads(raw)
+    if (
+        launcher.get("host") != socket.gethostname()
+        or now - float(launcher.get("at", now)) < ORPHAN_GRACE_SECONDS
+    ):
+        return None
+    pid = int(launcher["pid"])
+    if worker_alive(pid, launcher.get("start")):
+        return None
+    return f"the process that was launching it (pid {pid}) ended before a run worker started"

@@ -29,19 +29,24 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     inputs, outputs = _pairs(args.input, "input"), _pairs(args.output, "output")
     params = json.loads(args.params)
-    with reporter() as report:
-        if args.task == "ingest":
-            from .ingest import ingest
+    try:
+        with reporter() as report:
+            if args.task == "ingest":
+                from .ingest import ingest
 
-            ingest(inputs.get("source"), outputs["raw"], params, report)
-        elif args.task == "train":
-            from .train import train
+                ingest(inputs.get("source"), outputs["raw"], params, report)
+            elif args.task == "train":
+                from .train import train
 
-            train(inputs["raw"], outputs["model"], params, report)
-        else:
-            from .score import score
+                train(inputs["raw"], outputs["model"], params, report)
+            else:
+                from .score import score
 
-            score(inputs["model"], inputs["batch"], outputs["predictions"], report)
+                score(inputs["model"], inputs["batch"], outputs["predictions"], report)
+    except Exception as error:
+        if getattr(error, "workload_failure_reported", False):
+            return 1  # traceback and failure record are on stderr already, the record last
+        raise
     return 0
 
 

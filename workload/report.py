@@ -5,8 +5,11 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import traceback
 from collections.abc import Iterator
 from typing import Any, Protocol
+
+from .failure import failure_record, report_failure
 
 
 class Reporter(Protocol):
@@ -60,14 +63,31 @@ def _blob_channels() -> dict[str, Any]:
 
 
 @contextlib.contextmanager
+def _explaining_failures(pipes: Any | None) -> Iterator[None]:
+    """On an error the workload can explain (a bad input file): print its traceback, then send its
+    failure record (workload.failure) through Pipes and as the last stderr line, and re-raise it marked
+    as reported, so `python -m workload` does not print the traceback a second time."""
+    try:
+        yield
+    except Exception as error:
+        if failure_record(error) is not None:
+            traceback.print_exc()
+            report_failure(error, pipes)
+            error.workload_failure_reported = True  # type: ignore[attr-defined]
+        raise
+
+
+@contextlib.contextmanager
 def reporter() -> Iterator[Reporter]:
     try:
         from dagster_pipes import PipesEnvVarParamsLoader, open_dagster_pipes
     except ImportError:  # remote compute without dagster-pipes installed
-        yield _StderrReporter()
+        with _explaining_failures(None):
+            yield _StderrReporter()
         return
     if not PipesEnvVarParamsLoader().is_dagster_pipes_process():
-        yield _StderrReporter()
+        with _explaining_failures(None):
+            yield _StderrReporter()
         return
-    with open_dagster_pipes(**_blob_channels()) as pipes:
+    with open_dagster_pipes(**_blob_channels()) as pipes, _explaining_failures(pipes):
         yield _PipesReporter(pipes)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -31,6 +32,13 @@ from adf_bridge.jobs_manifest import JobsManifest, JobsManifestError
 log = logging.getLogger("adf_bridge.gateway.app")
 
 MAX_BODY_BYTES = 256 * 1024
+# How deep arrays and objects may nest in a request body. The deepest legitimate request is a launch's op
+# config (body > variables > executionParams > runConfigData > ops > op > config > ...); Python's JSON
+# decoder recurses once per level and would raise RecursionError near 1,000, well within MAX_BODY_BYTES.
+MAX_JSON_DEPTH = 32
+# A JSON string, escapes included: its brackets do not nest anything.
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 REQUEST_KEYS = frozenset({"query", "variables", "operationName"})
 
 
@@ -151,6 +159,15 @@ class Gateway:
             if len(raw) > MAX_BODY_BYTES:
                 record.emit("deny", 413, "body too large")
                 return _error(413, f"request body larger than {MAX_BODY_BYTES} bytes")
+        depth = json_nesting_exceeds(bytes(raw), MAX_JSON_DEPTH)
+        if depth:
+            reason = f"JSON nested more than {MAX_JSON_DEPTH} levels deep"
+            record.emit("deny", 400, reason)
+            return _error(
+                400,
+                f"the body's JSON nests arrays and objects more than {MAX_JSON_DEPTH} levels deep "
+                f"(found {depth} levels before stopping): send a flatter request",
+            )
         try:
             body = json.loads(raw)
         except (ValueError, UnicodeDecodeError):
@@ -180,6 +197,22 @@ class Gateway:
             return 502, {
                 "errors": [{"message": f"the Dagster webserver answered {response.status_code} without JSON"}]
             }
+
+
+def json_nesting_exceeds(raw: bytes, limit: int) -> int:
+    """0 when the arrays and objects of the JSON text `raw` nest at most `limit` deep, else the depth at
+    which counting stopped (`limit` + 1). Strings are skipped, so brackets inside them do not count. Linear
+    in the size of `raw` and recursion-free, so it can run before a recursive decoder; malformed JSON is
+    left for the decoder to refuse."""
+    depth = 0
+    for bracket in _JSON_STRING.sub(b"", raw).translate(None, _NOT_BRACKETS):
+        if bracket in b"[{":
+            depth += 1
+            if depth > limit:
+                return depth
+        else:
+            depth -= 1
+    return 0
 
 
 def _partitions_of_jobs(settings: GatewaySettings) -> dict[str, str]:

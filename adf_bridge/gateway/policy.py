@@ -16,7 +16,8 @@ GraphQL document with graphql-core and allows exactly what an ADF pipeline templ
   `dagster/*` system tags other than the partition (they change retries, priority, step selection...).
 - **`addDynamicPartition`** (a mutation) of a dynamic partitions definition that belongs to a job the
   identity may launch (`partitions`: job name -> its dynamic partitions definition), in this code
-  location: a partitioned job's run needs its partition to exist.
+  location: a partitioned job's run needs its partition to exist. The key must be a valid inference
+  batch id (`assets.batch_ids`, the rules the blob sensors and the asset apply: one folder name).
 - **`runOrError`** (a query) reading a run's status: only the fields in `graphql_shapes.RUN_STATUS_FIELDS` and
   error messages; no config, tags, logs, assets or stack traces.
 - **`logsForRun`** (a query) reading, of a run's events, only the *failure* events' words: a step
@@ -65,6 +66,7 @@ from adf_bridge.gateway.graphql_shapes import (
     single_operation,
     single_top_level_field,
 )
+from assets.batch_ids import batch_id_problem
 
 # Top-level run config sections a caller may send: op config only (see `_authorize_launch`).
 ALLOWED_RUN_CONFIG_KEYS: frozenset[str] = frozenset({"ops"})
@@ -77,7 +79,6 @@ MAX_TOKENS = 2_000  # graphql-core stops parsing beyond this: no parser work for
 # A run id is used in URLs and file names by Dagster; ADF's run ids are GUIDs.
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 REPOSITORY_NAME = "__repository__"  # Dagster's name for a code location's single Definitions
-MAX_PARTITION_KEY = 1024  # an inference batch name; Dagster checks the characters itself
 
 
 @dataclass(frozen=True)
@@ -233,10 +234,13 @@ def _authorize_add_partition(
     definition, key = values["partitionsDefName"], values["partitionKey"]
     if not isinstance(definition, str) or not definition:
         raise bad(f"{operation}: 'partitionsDefName' must name a dynamic partitions definition")
-    if not isinstance(key, str) or not key.strip() or len(key) > MAX_PARTITION_KEY:
+    if not isinstance(key, str):
         raise bad(
-            f"{operation}: 'partitionKey' must be a non-empty string of at most {MAX_PARTITION_KEY} characters"
+            f"{operation}: 'partitionKey' must be a string (an inference batch id), found {type(key).__name__}"
         )
+    # The rules the sensors and the asset apply to a batch id: what ADF adds is what a folder could be.
+    if problem := batch_id_problem(key):
+        raise bad(f"{operation}: 'partitionKey': {problem}")
     # Only the partitions of a job the identity may launch: adding one is part of launching that job.
     jobs = sorted(job for job in identity.jobs if partitions.get(job) == definition)
     if not jobs:

@@ -11,17 +11,20 @@ read new log lines, collect outputs. The object store travels with every call th
 - poll on one schedule (`PollSchedule`: fast at first, then a small fraction of the job's age);
 - stream the job's log lines into the Dagster run while it runs;
 - cancel the remote job when the Dagster run is cancelled;
-- on failure, report the end of the job's stderr (`stderr_tail`).
+- on failure, fail the step with the workload's own explanation when it gave one (`workload.failure`:
+  what was wrong, in which file, expected and found), else the job's end state, with the end of the
+  job's stderr (`stderr_tail`) below (`WorkloadFailed`, a `dg.Failure`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import time
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, ClassVar
@@ -35,6 +38,8 @@ from dagster._core.pipes.reattach import (
 )
 
 from resources.storage import ObjectStore
+from workload.failure import FAILURE_PREFIX, PIPES_KEY
+from workload.failure import FIELDS as FAILURE_FIELDS
 
 ParamValue = str | int | float | bool
 STDERR_TAIL_LINES = 15  # how much of a failed job's stderr its failure message carries
@@ -91,11 +96,68 @@ class WorkloadResult:
     metadata: Mapping[str, Any] = field(default_factory=dict)
 
 
-class WorkloadFailed(Exception):
-    def __init__(self, job_id: str, state: JobState, message: str | None) -> None:
+class WorkloadFailed(dg.Failure):
+    """A workload job that did not succeed, as the step's own failure (what the UI shows first).
+
+    When the workload explained the failure (`workload.failure`: what was wrong, in which file, what
+    was expected and found), the description's first line says exactly that, the same on every backend;
+    below it, which job on which backend, the service's message and the end of the job's stderr (the
+    workload's traceback). Otherwise the first line is the job's end state and the service's message.
+    The metadata holds the same facts as fields (file, expected, found, job, backend, task, state).
+    """
+
+    def __init__(
+        self,
+        job_id: str,
+        state: JobState,
+        message: str | None,
+        *,
+        stderr_tail: str = "",
+        record: Mapping[str, str] | None = None,
+        backend: str = "",
+        task: str = "",
+        job_url: str | None = None,
+    ) -> None:
         self.job_id = job_id
         self.state = state
-        super().__init__(f"job {job_id} ended {state.value}" + (f": {message}" if message else ""))
+        self.record = dict(record) if record else None
+        ended = f"job {job_id} ended {state.value}" + (f": {message}" if message else "")
+        tail = "\n".join(line for line in stderr_tail.splitlines() if not line.startswith(FAILURE_PREFIX))
+        metadata: dict[str, Any] = {"job": job_id, "backend": backend, "task": task, "state": state.value}
+        if job_url:
+            metadata["job_url"] = dg.MetadataValue.url(job_url)
+        if self.record:
+            headline = (
+                f"{self.record['file']}: {self.record['what']}: expected {self.record['expected']}, "
+                f"found {self.record['found']}"
+            )
+            where = f"The {task} job {job_id} on {backend} ended {state.value}" + (
+                f" ({message})." if message else "."
+            )
+            below = f"{where}\nThe end of its stderr:\n{tail}" if tail else where
+            metadata.update(self.record)
+        else:
+            headline, below = ended, tail
+        self.headline = headline
+        super().__init__(description=f"{headline}\n{below}" if below else headline, metadata=metadata)
+
+
+def failure_record(custom_messages: Sequence[Any], *texts: str | None) -> dict[str, str] | None:
+    """The workload's failure record (`workload.failure`): from its Pipes custom messages, else from the
+    last `FAILURE_PREFIX` line in `texts` (the service's message, the stderr tail); None without one."""
+    candidates: list[Any] = [
+        m[PIPES_KEY] for m in custom_messages if isinstance(m, Mapping) and PIPES_KEY in m
+    ]
+    for text in texts:
+        for line in (text or "").splitlines():
+            line = line.strip()
+            if line.startswith(FAILURE_PREFIX):
+                with contextlib.suppress(ValueError):
+                    candidates.append(json.loads(line[len(FAILURE_PREFIX) :]))
+    for candidate in reversed(candidates):
+        if isinstance(candidate, Mapping) and all(isinstance(candidate.get(k), str) for k in FAILURE_FIELDS):
+            return {k: str(candidate[k])[:500] for k in FAILURE_FIELDS}
+    return None
 
 
 @dataclass(frozen=True)
@@ -287,10 +349,12 @@ class ComputeBackend(dg.ConfigurableResource, ABC):
                 raise
             self._forward_logs(context, job_id)
         if status.state is not JobState.SUCCEEDED:
-            message = status.message
-            if status.state is JobState.FAILED and (tail := self.stderr_tail(job_id, store)):
-                message = f"{message}\n{tail}" if message else tail
-            raise WorkloadFailed(job_id, status.state, message)
+            tail = self.stderr_tail(job_id, store) if status.state is JobState.FAILED else ""
+            record = failure_record(session.get_custom_messages(), status.message, tail)
+            raise WorkloadFailed(
+                job_id, status.state, status.message, stderr_tail=tail, record=record,
+                backend=self.client_name, task=request.task, job_url=self.job_url(job_id),
+            )  # fmt: skip
         self.collect_outputs(job_id, request, store)
         return WorkloadResult(
             job_id,

@@ -13,7 +13,7 @@ import dagster as dg
 import pytest
 
 from tests.support.blob_events import upload_and_notify
-from tests.support.daemon import Daemon, wait_for
+from tests.support.daemon import Daemon, failure_report, wait_for
 from tests.support.instance import postgres_database, postgres_unavailable_reason
 from tests.support.synthetic import make_digits, write_source
 from workload.mnist_idx import encode_idx
@@ -129,20 +129,65 @@ def test_burst_with_daemon_killed_scores_each_batch_exactly_once(site: dict[str,
         wait_for(lambda: len(batch_runs(instance)) > 0, timeout=60, what="the first runs", log=daemon.log)
         second_half = pool.map(upload, batches[50:])
         daemon.kill()  # mid-burst, possibly mid-tick
+        print(f"at the kill: {dict(Counter(r.status.value for r in batch_runs(instance)))}")
         list(second_half)
     daemon.start()
 
+    def explain() -> str:
+        return failure_report(instance, batch_runs(instance))
+
     wait_for(lambda: len({r.tags["mnist/batch"] for r in batch_runs(instance)}) == 100,
-             timeout=240, what="a run for every batch", log=daemon.log)  # fmt: skip
+             timeout=240, what="a run for every batch", log=daemon.log, explain=explain)  # fmt: skip
     wait_for(
         lambda: all(r.is_finished for r in batch_runs(instance)),
-        timeout=600, what="all runs to finish", log=daemon.log,
+        timeout=600, what="all runs to finish", log=daemon.log, explain=explain,
     )  # fmt: skip
     runs = batch_runs(instance)
+    report = failure_report(instance, runs)
+    print(report)  # shown by pytest for a failed test, and with -s
     per_batch = Counter(r.tags["mnist/batch"] for r in runs)
     assert sorted(per_batch) == batches, "no batch missed"
     assert set(per_batch.values()) == {1}, f"duplicates: {[b for b, n in per_batch.items() if n > 1]}"
     failed = [r.tags["mnist/batch"] for r in runs if r.status != dg.DagsterRunStatus.SUCCESS]
-    assert failed == []
+    assert failed == [], f"runs that did not succeed:\n{report}"
     names = set(container.list_blob_names(name_starts_with="predictions/"))
     assert all(f"predictions/{b}/predictions.csv" in names for b in batches)
+
+
+def test_a_run_the_daemon_was_starting_when_killed_is_started_by_the_next_daemon(
+    site: dict[str, Any],
+) -> None:
+    """The daemon is SIGKILLed while it launches a run (the run is STARTING: the first launch of a daemon
+    starts its warm process, seconds). The next daemon must start that run: nothing else ever would, and
+    Dagster's run monitoring fails a run still STARTING after its start timeout (180 s)."""
+    daemon: Daemon = site["daemon"]
+    container = site["container"]
+    daemon.cli("sensor", "start", "inference_batch_sensor")
+    container.get_blob_client("inference/orphan/part-0.idx3-ubyte.gz").upload_blob(images(10))
+    container.get_blob_client("inference/orphan/_SUCCESS").upload_blob(b"")
+    daemon.start()
+    instance = daemon.instance()
+
+    def status() -> dg.DagsterRunStatus | None:
+        runs = batch_runs(instance)
+        return runs[0].status if runs else None
+
+    wait_for(lambda: status() not in (None, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.QUEUED),
+             timeout=120, what="the run to be launched", log=daemon.log)  # fmt: skip
+    assert status() == dg.DagsterRunStatus.STARTING, "the launch ended before the kill could land"
+    daemon.kill()
+    daemon.start()
+
+    def explain() -> str:
+        return failure_report(instance, batch_runs(instance))
+
+    # Well within the start timeout: a run left STARTING would still be STARTING here.
+    wait_for(lambda: all(r.is_finished for r in batch_runs(instance)),
+             timeout=150, what="the run to finish", log=daemon.log, explain=explain)  # fmt: skip
+    runs = batch_runs(instance)
+    assert [r.status for r in runs] == [dg.DagsterRunStatus.SUCCESS], explain()
+    messages = [e.message for e in instance.all_logs(runs[0].run_id)]
+    assert any(
+        "Putting the run back in the queue: the process that was launching it" in m for m in messages
+    ), messages
+    assert site["container"].get_blob_client("predictions/orphan/predictions.csv").exists()

@@ -24,6 +24,7 @@ from adf_bridge.gateway.app import create_app
 from adf_bridge.gateway.auth import KeySet
 from adf_bridge.gateway.settings import GatewaySettings, GatewaySettingsError, parse_identities
 from adf_bridge.jobs_manifest import JobsManifest
+from assets.batch_ids import batch_id_problem
 from tests.support.gateway import (
     ADF_APPID,
     ADF_OID,
@@ -496,3 +497,65 @@ def test_static_token_mode(site: dict[str, Any], caplog: pytest.LogCaptureFixtur
         answer = post(client, {"query": STATUS, "variables": {"runId": str(uuid.uuid4())}}, secret)
         assert answer.json()["data"]["runOrError"]["__typename"] == "RunNotFoundError"
     assert secret not in caplog.text
+
+
+ADD_PARTITION = """mutation AddPartition($s: RepositorySelector!, $d: String!, $k: String!) {
+  addDynamicPartition(repositorySelector: $s, partitionsDefName: $d, partitionKey: $k) { __typename } }"""
+PARTITION_KEYS = (
+    '{ assetNodeOrError(assetKey: {path: ["mnist_predictions"]}) { ... on AssetNode { partitionKeys } } }'
+)
+
+
+def partition_body(key: str) -> dict[str, Any]:
+    selector = {"repositoryLocationName": "mnist", "repositoryName": "__repository__"}
+    return {"query": ADD_PARTITION, "variables": {"s": selector, "d": "inference_batches", "k": key}}
+
+
+@pytest.mark.slow
+def test_bad_partition_keys_and_deep_json_are_refused_with_a_logged_decision(
+    site: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    entra: LocalEntra = site["entra"]
+    client: httpx.Client = site["client"]
+    dagster: Dagster = site["dagster"]
+    token = entra.token()
+    caplog.set_level(logging.INFO, logger="adf_bridge.gateway.app")
+
+    # A key is an inference batch id: the sensors' and the asset's rules, in the same words.
+    for key, words in (
+        ("../../models/mnist", "contains '/'"),
+        ("..", "contains '..'"),
+        ("batch\u0007bell", "control character"),
+        ("b" * 201, "201 characters"),
+    ):
+        answer = post(client, partition_body(key), token)
+        assert answer.status_code == 400, (key, answer.text)
+        message = answer.json()["errors"][0]["message"]
+        assert message == f"addDynamicPartition: 'partitionKey': {batch_id_problem(key)}", message
+        assert words in message and "expected a single folder name under inference/" in message
+    assert post(client, partition_body("2026-12-07-batch-1"), token).status_code == 200
+    keys = dagster.graphql(PARTITION_KEYS)["data"]["assetNodeOrError"]["partitionKeys"]
+    assert keys == ["2026-12-07-batch-1"], "a refused key was added"
+
+    # JSON nested 40,000 deep (80 KB, under the size limit): a 400 saying so, not a RecursionError.
+    deep = json.dumps(launch_body()).replace(
+        '"runConfigData": {}', '"runConfigData": ' + "[" * 40_000 + "]" * 40_000
+    )
+    answer = client.post(
+        "/graphql",
+        content=deep,
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    assert answer.status_code == 400, answer.text[:300]
+    assert "more than 32 levels deep" in answer.json()["errors"][0]["message"]
+    # Brackets inside strings nest nothing: a deep-looking tag value is fine.
+    flat = launch_body()
+    flat["variables"]["executionParams"]["executionMetadata"]["tags"].append(
+        {"key": "note", "value": "[" * 3000}
+    )
+    assert post(client, flat, token).status_code == 200
+
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "adf_bridge.gateway.app"]
+    denied = [(line["status"], line["reason"]) for line in lines if line["decision"] == "deny"]
+    assert (400, "JSON nested more than 32 levels deep") in denied
+    assert sum("partitionKey" in reason for _, reason in denied) == 4, denied

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import dagster as dg
@@ -74,11 +75,58 @@ class Daemon:
                 os.environ["DAGSTER_HOME"] = old
 
 
-def wait_for(condition: Callable[[], bool], timeout: float, what: str, log: Path | None = None) -> None:
+# Events that say why a run did not succeed: step and run failures, and what the launcher, the run
+# coordinator and run monitoring reported (engine events).
+_WHY_EVENTS = frozenset(
+    {
+        dg.DagsterEventType.STEP_FAILURE,
+        dg.DagsterEventType.RUN_FAILURE,
+        dg.DagsterEventType.RESOURCE_INIT_FAILURE,
+        dg.DagsterEventType.ENGINE_EVENT,
+        dg.DagsterEventType.RUN_CANCELED,
+    }
+)
+
+
+def failure_report(instance: dg.DagsterInstance, runs: Sequence[dg.DagsterRun]) -> str:
+    """For every run in `runs` that did not succeed: its id, status and tags, then its failure and
+    engine events (message, and the error with its stack when the event carries one)."""
+    lines: list[str] = []
+    for run in runs:
+        if run.status == dg.DagsterRunStatus.SUCCESS:
+            continue
+        fresh = instance.get_run_by_id(run.run_id) or run
+        lines.append(f"run {fresh.run_id} ({fresh.status.value}), tags {dict(fresh.tags)}")
+        for entry in instance.all_logs(fresh.run_id):
+            event = entry.dagster_event
+            if event is None:
+                if entry.level in (logging.ERROR, logging.CRITICAL, "ERROR", "CRITICAL"):
+                    lines.append(f"  [{entry.timestamp:.1f}] log: {entry.user_message}")
+                continue
+            if event.event_type not in _WHY_EVENTS:
+                continue
+            lines.append(
+                f"  [{entry.timestamp:.1f}] {event.event_type.value} {event.step_key or ''}: {event.message}"
+            )
+            error = getattr(event.event_specific_data, "error", None)
+            if error is not None:
+                lines.append("    " + error.to_string().rstrip().replace("\n", "\n    "))
+    return "\n".join(lines)
+
+
+def wait_for(
+    condition: Callable[[], bool],
+    timeout: float,
+    what: str,
+    log: Path | None = None,
+    explain: Callable[[], str] | None = None,
+) -> None:
+    """Wait until `condition()`; on timeout fail with the daemon log's tail and `explain()`."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():
             return
         time.sleep(0.5)
     tail = log.read_text(errors="replace")[-4000:] if log and log.exists() else ""
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\n{tail}")
+    why = explain() if explain else ""
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\n{why}\n{tail}")

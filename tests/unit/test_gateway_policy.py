@@ -9,8 +9,10 @@ from typing import Any
 import pytest
 from graphql import parse, print_ast
 
+from adf_bridge.gateway.app import json_nesting_exceeds
 from adf_bridge.gateway.policy import Decision, Identity, authorize
 from adf_bridge.templates.queries import ADD_PARTITION_QUERY, FAILURE_QUERY, LAUNCH_QUERY, STATUS_QUERY
+from assets.batch_ids import batch_id_problem
 from tests.support.gateway import LAUNCH, STATUS
 
 ADF = Identity(name="adf", jobs=frozenset({"score_batch", "train_model"}), object_id="oid-1")
@@ -489,6 +491,38 @@ def test_adding_other_partitions_is_refused(
     words: list[str],
 ) -> None:
     denied(add_partition(variables, identity, partitions), status, *words)
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["../../models/mnist", "a/b", "a\\b", "..", "x..y", "batch\u0007", "tab\there", "b" * 201, "   "],
+)
+def test_a_partition_key_must_be_an_inference_batch_id_in_the_sensors_words(key: str) -> None:
+    problem = batch_id_problem(key)
+    assert problem is not None
+    denied(add_partition(partition_variables(partitionKey=key)), 400, f"'partitionKey': {problem}")
+
+
+@pytest.mark.parametrize("key", ["2026-12-07-batch-1", "batch ü 1", "b" * 200, "a.b", "_x"])
+def test_a_valid_batch_id_is_a_valid_partition_key(key: str) -> None:
+    assert batch_id_problem(key) is None
+    assert add_partition(partition_variables(partitionKey=key)).allowed
+
+
+@pytest.mark.parametrize(
+    ("body", "exceeds"),
+    [
+        (b'{"a": [[1]]}', 0),
+        (b'{"a": "[[[[[[[[[["}', 0),  # brackets in a string nest nothing
+        (b'{"a": "\\"[[[[[[", "b": [[[]]]}', 0),  # nor after an escaped quote
+        (b"[" * 5 + b"]" * 5, 0),
+        (b"[" * 6 + b"]" * 6, 6),
+        (b'{"a": {"b": {"c": {"d": {"e": {}}}}}}', 6),
+        (b"[" * 40_000, 6),  # stops counting at the limit, whatever follows
+    ],
+)
+def test_json_nesting_is_measured_without_decoding(body: bytes, exceeds: int) -> None:
+    assert json_nesting_exceeds(body, 5) == exceeds
 
 
 @pytest.mark.parametrize(
