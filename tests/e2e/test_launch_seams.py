@@ -33,7 +33,8 @@ REPOSITORY = {"repositoryLocationName": "mnist", "repositoryName": "__repository
 SMALL_MODEL = {"ops": {"mnist_model": {"config": {"pca_components": 10, "kernel_components": 50}}}}
 # The implicit asset job's executor runs each step in a process of its own unless told otherwise;
 # one process per run keeps these runs to seconds on 2 cores (what is limited is the run, either way).
-MATERIALIZE_CONFIG = {**SMALL_MODEL, "execution": {"config": {"in_process": {}}}}
+# The implicit asset job runs in process (orchestration/definitions.py): no executor config to give.
+MATERIALIZE_CONFIG = {**SMALL_MODEL}
 RUN = """query Run($runId: ID!) {
   runOrError(runId: $runId) { ... on Run { runId jobName status startTime endTime tags { key value } } }
 }"""
