@@ -84,7 +84,7 @@ class FakeAzureMLV2(FakeAzureMLBatch):
         return len(self.command_jobs)
 
     def _training_routes(self) -> None:
-        r = self.server.route
+        r = self.route  # kept in `seen`, for the SDK parity tests
         r("PUT", A + r"/jobs/(?P<job>[^/]+)", "job_put", self._put_job, audience=ARM)
         r(
             "PUT",
