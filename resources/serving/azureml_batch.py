@@ -214,11 +214,14 @@ class AzureMLBatchDeploymentServing(ModelServing):
     ) -> bool:
         """Make deployment `name` serve `asset_id`; True if an update was sent and succeeded."""
         resends = Backoff(self.poll_initial_seconds, attempts=5).waits()
-        changed = False
+        sent = False  # an update was answered; a lost answer is found out by reading the deployment
+        initial: str | None = None  # what the deployment served when the rollout began
         while True:
             resource = self._read_deployment(scoring, name)
             props = resource.get("properties") or {}
             state = str(props.get("provisioningState") or "Succeeded")
+            if initial is None:  # an update in flight at the start counts as this rollout's change
+                initial = "in flight" if state.lower() in IN_FLIGHT else (_model_of(props) or "none")
             if state.lower() in IN_FLIGHT:
                 log.info(
                     f"Deployment {name!r} is {state}: an update is in flight (an earlier attempt's, or another "
@@ -227,10 +230,11 @@ class AzureMLBatchDeploymentServing(ModelServing):
                 self._wait(lambda: self._settled(scoring, name), f"deployment {name!r} to finish updating")
                 continue
             if _serves(props, asset_id) and state.lower() == "succeeded":
+                changed = initial != _model_of(props)
                 if not changed:
                     log.info(f"Deployment {name!r} serves {self.model_name}:{model.version} already")
                 return changed
-            if changed:
+            if sent:
                 raise RolloutFailed(
                     f"AzureML: the update of deployment {name!r} of batch endpoint {self.endpoint_name!r} ended "
                     f"{state}, but the deployment serves {_model_of(props) or 'no model'}, not "
@@ -254,7 +258,7 @@ class AzureMLBatchDeploymentServing(ModelServing):
                     f"Deployment {name!r} refused the update as conflicting ({err}); reading it again"
                 )
                 continue
-            changed = True
+            sent = True
             log.info(
                 f"Updating deployment {name!r} of batch endpoint {self.endpoint_name!r} from {previous or 'none'} to "
                 f"{self.model_name}:{model.version}"
