@@ -40,7 +40,11 @@ from dagster._core.errors import DagsterExecutionInterruptedError
 
 from resources.azure.errors import PermanentAzureError, TransientAzureError
 from resources.azure.retry import Backoff
-from resources.compute.azureml.batch_endpoint_scoring import API_VERSION, AzureMLBatchEndpointBackend
+from resources.compute.azureml.batch_endpoint_scoring import (
+    API_VERSION,
+    AzureMLBatchEndpointBackend,
+    _datastore_path,
+)
 from resources.compute.base import PollSchedule
 from resources.storage import ObjectStore
 
@@ -174,7 +178,7 @@ class AzureMLBatchDeploymentServing(ModelServing):
             existing = None
         if existing is not None:
             registered = str((existing.get("properties") or {}).get("modelUri") or "").rstrip("/")
-            if registered != uri:
+            if _datastore_path(registered) != _datastore_path(uri):
                 raise PermanentAzureError(
                     f"AzureML: model {ref} is registered from {registered or 'an unknown location'}, not from the "
                     f"promoted model's folder {uri}; model versions are immutable. Check MNIST_AZUREML_MODEL_NAME."

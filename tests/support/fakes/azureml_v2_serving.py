@@ -202,7 +202,8 @@ class FakeAzureMLServing(FakeAzureMLV2):
         answer: dict[str, Any] = {"id": req.path, "name": op.id, "status": op.status}
         if op.status == "Failed":
             answer["error"] = {"code": "DeploymentFailed", "message": op.fail}
-        return Reply(200, answer, {"Retry-After": "0"} if op.status == "InProgress" else {})
+        # ARM asks for a poll after whole seconds (azure-core takes "0" as "use your own interval").
+        return Reply(200, answer, {"Retry-After": "1"} if op.status == "InProgress" else {})
 
     # ---- endpoint defaults ----------------------------------------------------------------------------------------
     def _put_endpoint(self, req: Request) -> Reply:
