@@ -278,5 +278,7 @@ def sdk_roll_out(
         deployment = ml.batch_deployments.get("blue", endpoint_name=fake.endpoint_name)
         deployment.model = model.id
         done = ml.batch_deployments.begin_create_or_update(deployment).result(timeout=20)
-        name, _, served = str(getattr(done.model, "id", done.model)).split("/models/", 1)[1].partition("/versions/")
+        name, _, served = (
+            str(getattr(done.model, "id", done.model)).split("/models/", 1)[1].partition("/versions/")
+        )
         return name, served

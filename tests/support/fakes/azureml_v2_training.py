@@ -298,7 +298,9 @@ class FakeAzureMLV2(FakeAzureMLBatch):
                 400, "UserError", f"{uri} is not an MLflow model folder on datastore {self.datastore}"
             )
         key = (req.match["name"], req.match["ver"])
-        if key in self.models and self._short_uri(self.models[key]).rstrip("/") != self._short_uri(uri).rstrip("/"):
+        if key in self.models and self._short_uri(self.models[key]).rstrip("/") != self._short_uri(
+            uri
+        ).rstrip("/"):
             return _error(
                 400,
                 "UserError",
@@ -315,7 +317,6 @@ class FakeAzureMLV2(FakeAzureMLBatch):
         }
         specs.validate(specs.MFE, "ModelVersionResource", res)
         return Reply(status, res)
-
 
     def _short_uri(self, uri: str) -> str:
         """A datastore URI in its short form: azure-ai-ml writes the workspace-qualified one
