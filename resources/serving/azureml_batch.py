@@ -191,6 +191,10 @@ class AzureMLBatchDeploymentServing(ModelServing):
                     "modelUri": uri,
                     "description": "MNIST classifier promoted by Dagster",
                     "tags": {"dagster.model_version": model.version, "dagster.model_path": model.folder},
+                    # What azure-ai-ml's Model writes for these (tests/contract/test_sdk_parity_azureml.py).
+                    "properties": {},
+                    "isAnonymous": False,
+                    "isArchived": False,
                 }
             }
             # A PUT of the same version and body is idempotent: safe for the retry policy to repeat.

@@ -255,6 +255,33 @@ class V2Sdk:
     def cancel(self, name: str) -> None:
         self.ml.jobs.begin_cancel(name).result(timeout=10)
 
+    # ---- the rollout's calls (resources/serving/azureml_batch.py), as deploy/azureml/deploy_batch.py makes them ----
+    def register_model(self, name: str, version: str, path: str, tags: dict[str, str]) -> None:
+        from azure.ai.ml.constants import AssetTypes
+        from azure.ai.ml.entities import Model
+
+        model = Model(
+            name=name,
+            version=version,
+            path=path,
+            type=AssetTypes.MLFLOW_MODEL,
+            description="MNIST classifier promoted by Dagster",
+            tags=tags,
+        )
+        self.ml.models.create_or_update(model)
+
+    def update_deployment(self, name: str, model_id: str) -> None:
+        """batch_deployments.get, then begin_create_or_update with another model, polled to its end."""
+        deployment = self.ml.batch_deployments.get(name, endpoint_name=self.fake.endpoint_name)
+        deployment.model = model_id
+        self.ml.batch_deployments.begin_create_or_update(deployment).result(timeout=20)
+
+    def set_default(self, deployment: str) -> None:
+        from azure.ai.ml.entities import BatchEndpoint
+
+        endpoint = BatchEndpoint(name=self.fake.endpoint_name, defaults={"deployment_name": deployment})
+        self.ml.batch_endpoints.begin_create_or_update(endpoint).result(timeout=20)
+
 
 def sdk_roll_out(
     fake: FakeAzureMLBatch, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, folder: str, version: str

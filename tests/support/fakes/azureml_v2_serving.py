@@ -213,6 +213,11 @@ class FakeAzureMLServing(FakeAzureMLV2):
         try:
             if not isinstance(body, dict) or not isinstance(body.get("properties"), dict):
                 raise specs.ContractError('the body must be {"location": ..., "properties": {...}}')
+            # EndpointAuthMode is `modelAsString`: the service takes its values in any case (azure-ai-ml
+            # writes "aadToken"); compared here as the spec writes them.
+            props = body["properties"]
+            if isinstance(props.get("authMode"), str):
+                props["authMode"] = _canonical(props["authMode"], "EndpointAuthMode")
             specs.validate(specs.MFE, "BatchEndpointTrackedResource", body)
             _strict("BatchEndpoint", body["properties"], {"provisioningState", "scoringUri", "swaggerUri"})
             extra = set(body) - {"location", "tags", "identity", "kind", "sku", "properties"}
@@ -246,6 +251,14 @@ class FakeAzureMLServing(FakeAzureMLV2):
                 "properties": {"friendlyName": self.workspace, "provisioningState": "Succeeded"},
             },
         )
+
+
+def _canonical(value: str, enum: str) -> str:
+    """`value` spelled as the spec's `modelAsString` enum `enum` spells it (unchanged if it is not one)."""
+    for known in specs.load_spec(specs.MFE)["definitions"][enum]["enum"]:
+        if known.lower() == value.lower():
+            return known
+    return value
 
 
 def _model_key(reference: Any) -> tuple[str, str] | None:
