@@ -106,6 +106,7 @@ def test_rollout_registers_once_updates_the_deployment_and_scoring_passes_its_mo
     assert registrations(fake) == 1 and fake.deployment_updates == ["blue"]
     assert fake.deployments["blue"] == ("mnist", "m2") and fake.provisioning["blue"] == "Succeeded"
     assert scoring_guard(fake, NEW) == "mnist:m2"
+    assert {c.audience for c in fake.server.calls} == {"https://management.azure.com"}, "ARM tokens only"
     meta = result.asset_materializations_for_node("mnist_model_serving")[0].metadata
     assert meta["azureml_model"].value == "mnist:m2" and meta["deployment_updated"].value is True
     assert meta["made_default"].value is False and fake.endpoint_updates == 0

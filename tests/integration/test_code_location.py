@@ -48,7 +48,7 @@ def test_loads_without_azure_variables_network_or_heavy_sdks(tmp_path: Path) -> 
     info = json.loads(out.stdout.strip().splitlines()[-1])
     assert info["heavy"] == []
     assert info["azure_loaded"] == [], "even azure-storage-blob is imported lazily"
-    assert info["assets"] == ["mnist_model", "mnist_predictions", "raw_mnist"]
+    assert info["assets"] == ["mnist_model", "mnist_model_serving", "mnist_predictions", "raw_mnist"]
     assert {"mnist_pipeline", "train_model", "score_batch"} <= set(info["jobs"])
 
 
