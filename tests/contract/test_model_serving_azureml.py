@@ -255,3 +255,69 @@ def test_real_sdk_registers_and_updates_the_deployment_on_the_fake(
     )
     assert fake.deployment_updates == ["blue"] and fake.provisioning["blue"] == "Succeeded"
     assert scoring_guard(fake, NEW) == "mnist:m2"
+
+
+@pytest.mark.slow
+def test_a_promoted_model_is_rolled_out_by_automation_and_scoring_on_the_endpoint_uses_it(
+    store: ObjectStore, synthetic_source: Path, tmp_path: Path
+) -> None:
+    """raw -> mnist_model (trained locally, check passed) -> the automation condition requests the rollout ->
+    mnist_model_serving on the fake -> mnist_predictions on the batch endpoint, which runs the real scoring
+    script with the model the rollout deployed, without anybody running deploy_batch.py."""
+    from assets.model import TrainingConfig, mnist_model
+    from assets.predictions import INFERENCE_BATCHES, mnist_predictions
+    from assets.raw_mnist import raw_mnist
+    from resources.compute import LocalProcessBackend
+    from resources.mnist_source import MnistSource
+    from resources.quality import QualityGate
+    from tests.support.synthetic import write_batch
+
+    instance = dg.DagsterInstance.ephemeral()
+    fake = FakeAzureMLServing(store, mode="process").start()
+    fake.deploy(OLD)  # what deploy_batch.py deployed once
+    try:
+        local = LocalProcessBackend(work_dir=str(tmp_path / "compute"))
+        resources = {
+            "storage": store,
+            "training_compute": local,
+            "ingest_compute": local,
+            "scoring_compute": AzureMLBatchEndpointBackend(
+                **{**workspace(fake), "request_timeout_seconds": 30}
+            ),
+            "model_serving": serving(fake, request_timeout_seconds=30),
+            "mnist_source": MnistSource(location=str(synthetic_source)),
+            "quality": QualityGate(min_accuracy=0.8),
+        }
+        assets = [raw_mnist, mnist_model, mnist_predictions, mnist_model_serving]
+        defs = dg.Definitions(assets=assets, resources=resources)
+        config = dg.RunConfig(ops={"mnist_model": TrainingConfig(pca_components=20, kernel_components=200)})
+        # The automation sensor ticks all along (a first tick sees a model that was there before it: eager
+        # rolls out what is updated after that).
+        before = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+        assert before.total_requested == 0
+        trained = dg.materialize(
+            [raw_mnist, mnist_model], resources=resources, instance=instance, run_config=config
+        )
+        assert trained.success, error_text(trained)
+        current = store.get_json("models/mnist/current.json")
+
+        requested = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=before.cursor)
+        assert requested.get_num_requested(mnist_model_serving.key) == 1, "the rollout follows the promotion"
+        rolled = roll_out(resources["model_serving"], store, instance)
+        assert rolled.success, error_text(rolled)
+        assert fake.deployments["blue"] == ("mnist", current["version"]) and fake.deployment_updates == [
+            "blue"
+        ]
+
+        store.put_file("inference/b1/images.idx3-ubyte.gz", write_batch(tmp_path / "b1", n=50))
+        store.put_bytes("inference/b1/_SUCCESS", b"")
+        instance.add_dynamic_partitions(INFERENCE_BATCHES, ["b1"])
+        scored = dg.materialize(
+            [mnist_predictions], resources=resources, instance=instance, partition_key="b1"
+        )
+        assert scored.success, error_text(scored)
+        meta = scored.asset_materializations_for_node("mnist_predictions")[0].metadata
+        assert meta["images"].value == 50 and meta["azureml_model"].value == f"mnist:{current['version']}"
+        assert fake.invocations == 1
+    finally:
+        fake.stop()
