@@ -150,6 +150,8 @@ def test_fault_at_every_call_still_one_registration_and_one_update(
     polled = set(ROUTES) - ({"operation"} if fault == "timeout" else set())
     assert {c.route for c in fake.server.calls if c.fault == fault} == polled
     assert scoring_guard(fake, NEW) == "mnist:m2"
+    meta = result.asset_materializations_for_node("mnist_model_serving")[0].metadata
+    assert meta["deployment_updated"].value is True, "an update whose answer was lost still counts"
 
 
 def test_failed_update_leaves_the_previous_model_serving_and_fails_with_the_reason(
