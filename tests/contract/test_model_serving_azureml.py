@@ -177,6 +177,29 @@ def test_failed_update_leaves_the_previous_model_serving_and_fails_with_the_reas
     assert fake.deployment_updates == ["blue", "blue"] and registrations(fake) == 1
 
 
+def test_a_version_registered_from_another_folder_or_no_deployment_to_update_fails_clearly(
+    fake: FakeAzureMLServing, store: ObjectStore
+) -> None:
+    fake.models[("mnist", "m2")] = f"azureml://datastores/{fake.datastore}/paths/models/elsewhere/model"
+    result = roll_out(serving(fake), store)
+    assert not result.success
+    text = error_text(result)
+    assert (
+        "model mnist:m2 is registered from azureml://datastores/mnist_blob/paths/models/elsewhere/model"
+        in text
+    )
+    assert f"not from the promoted model's folder azureml://datastores/mnist_blob/paths/{NEW}" in text
+    assert "MNIST_AZUREML_MODEL_NAME" in text
+    del fake.models[("mnist", "m2")]
+    fake.default_deployment = None
+    result = roll_out(serving(fake), store)
+    assert not result.success
+    text = error_text(result)
+    assert "batch endpoint 'mnist-batch' has no default deployment to roll model m2 out to" in text
+    assert "MNIST_AZUREML_BATCH_DEPLOYMENT" in text and "python -m deploy.azureml.deploy_batch" in text
+    assert fake.deployment_updates == []
+
+
 class InterruptedServing(AzureMLBatchDeploymentServing):
     """Terminates the Dagster run (as Dagster's interrupt does) while the update is in progress."""
 

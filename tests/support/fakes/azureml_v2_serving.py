@@ -139,7 +139,22 @@ class FakeAzureMLServing(FakeAzureMLV2):
 
     def _endpoint_resource(self) -> dict[str, Any]:
         self._advance()
-        return super()._endpoint_resource()
+        if self.default_deployment is not None:
+            return super()._endpoint_resource()
+        # An endpoint with no deployment yet has no default (the spec's validator here takes no null).
+        res = {
+            "id": self._arm_id(f"batchEndpoints/{self.endpoint_name}"),
+            "name": self.endpoint_name,
+            "type": "Microsoft.MachineLearningServices/workspaces/batchEndpoints",
+            "location": REGION,
+            "properties": {
+                "authMode": "AADToken",
+                "scoringUri": self.scoring_uri,
+                "provisioningState": "Succeeded",
+            },
+        }
+        specs.validate(specs.MFE, "BatchEndpointTrackedResource", res)
+        return res
 
     # ---- deployment update ------------------------------------------------------------------------------------
     def _put_deployment(self, req: Request) -> Reply:
