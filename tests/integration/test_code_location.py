@@ -81,6 +81,7 @@ def test_events_mode_gives_every_sensor_its_queue() -> None:
     assert {s.name: sorted(s.required_resource_keys) for s in repo.sensor_defs} == {
         "inference_batch_sensor": ["inference_events", "storage"],
         "training_data_sensor": ["storage", "training_events"],
+        "model_rollout_sensor": [],  # evaluates automation conditions; its runs use the assets' resources
     }
     # Dagster checks a sensor's resources only when it ticks: check them here.
     provided = set(repo.get_top_level_resources())
