@@ -7,8 +7,10 @@ import dagster as dg
 from assets.model import mnist_model
 from assets.predictions import mnist_predictions
 from assets.raw_mnist import raw_mnist
+from assets.serving import mnist_model_serving
 from orchestration.alerts import alert_definitions
 from orchestration.jobs import EXECUTOR, JOBS
+from orchestration.rollout import rollout_sensor
 from orchestration.schedules import retrain_schedule
 from orchestration.sensors import build_sensors
 from orchestration.settings import Settings
@@ -16,14 +18,16 @@ from orchestration.settings import Settings
 
 def build_definitions(settings: Settings) -> dg.Definitions:
     workflow = dg.Definitions(
-        assets=[raw_mnist, mnist_model, mnist_predictions],
+        assets=[raw_mnist, mnist_model, mnist_predictions, mnist_model_serving],
         jobs=JOBS,
         sensors=build_sensors(settings.sensors, container=settings.storage.container),
         resources=settings.resources(),
         # Also for the UI's Materialize (Dagster's implicit asset job): one process per run, not per step.
         executor=EXECUTOR,
     )
-    automation = dg.Definitions(schedules=[retrain_schedule(settings.retrain_schedule)])
+    automation = dg.Definitions(
+        schedules=[retrain_schedule(settings.retrain_schedule)], sensors=[rollout_sensor()]
+    )
     return dg.Definitions.merge(workflow, automation, alert_definitions(settings.alerts))
 
 

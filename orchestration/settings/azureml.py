@@ -95,7 +95,8 @@ class AzureMLSettings(EnvironmentSettings):
     model_name: str = variable(
         "MNIST_AZUREML_MODEL_NAME",
         "mnist",
-        "v2 training: the model each trained model folder is registered as (version: the model version)",
+        "the registered model each model folder becomes (version: the Dagster model version), by v2 training "
+        "and by the rollout to the batch deployment",
     )
     batch_endpoint: str = variable(
         "MNIST_AZUREML_BATCH_ENDPOINT", "mnist-batch", "v2: scoring batch endpoint name"
@@ -104,6 +105,12 @@ class AzureMLSettings(EnvironmentSettings):
         "MNIST_AZUREML_BATCH_DEPLOYMENT",
         None,
         "v2: deployment to invoke (unset: the endpoint's default deployment)",
+    )
+    rollout_timeout: PositiveFloat = variable(
+        "MNIST_AZUREML_ROLLOUT_TIMEOUT",
+        3600.0,
+        "v2: seconds a rollout waits for the batch deployment's update (mnist_model_serving) before it fails; "
+        "the update itself goes on",
     )
     scoring_experiment: str = variable(
         "MNIST_AZUREML_SCORING_EXPERIMENT", "mnist-scoring", "v2: experiment of scoring jobs"

@@ -15,6 +15,7 @@ from resources.compute import ComputeBackend, LocalProcessBackend
 from resources.compute.batch_tasks import AzureBatchBackend
 from resources.mnist_source import MnistSource
 from resources.quality import QualityGate
+from resources.serving import LocalModelServing, ModelServing
 from resources.storage import AzureBlobObjectStore, LocalObjectStore, ObjectStore
 
 if TYPE_CHECKING:
@@ -42,6 +43,7 @@ def resources(settings: Settings) -> dict[str, Any]:
         "ingest_compute": compute_backend(settings, "ingest"),
         "mnist_source": MnistSource(location=settings.source.location, checksums=settings.source.checksums),
         "quality": QualityGate(min_accuracy=settings.quality.min_accuracy),
+        "model_serving": model_serving(settings),
     }
 
 
@@ -127,6 +129,31 @@ def azureml_backend(settings: Settings, role: ComputeRole) -> ComputeBackend:
         endpoint_name=aml.batch_endpoint,
         deployment_name=aml.batch_deployment,
         experiment_name=aml.scoring_experiment,
+    )
+
+
+def model_serving(settings: Settings) -> ModelServing:
+    """Serving follows scoring: the AzureML batch deployment that scoring invokes, else nothing to deploy
+    (local and Azure Batch scoring read the promoted model folder themselves)."""
+    if settings.compute.for_role("scoring") != "azureml":
+        return LocalModelServing()
+    from resources.serving.azureml_batch import AzureMLBatchDeploymentServing
+
+    aml = settings.azureml
+    return AzureMLBatchDeploymentServing(
+        # Checked by Settings.from_env, since scoring runs on AzureML.
+        subscription_id=str(aml.subscription_id),
+        resource_group=str(aml.resource_group),
+        workspace_name=str(aml.workspace_name),
+        datastore=aml.datastore,
+        arm_url=aml.arm_url,
+        endpoint_name=aml.batch_endpoint,
+        deployment_name=aml.batch_deployment,
+        model_name=aml.model_name,
+        update_timeout_seconds=aml.rollout_timeout,
+        poll_initial_seconds=aml.poll_initial,
+        poll_max_seconds=aml.poll_max,
+        **aml.identity(),
     )
 
 

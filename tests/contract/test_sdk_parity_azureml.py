@@ -57,6 +57,23 @@ ALLOWED: dict[tuple[str, str, str], str] = {
         "the SDK pins 2023-04-01-preview for cancel; we use GA 2023-10-01, whose spec defines Jobs_Cancel on "
         "the same path"
     ),
+    ("v2 rollout", "model (register)", "api-version"): (
+        "the SDK pins 2023-08-01-preview for models; we use GA 2023-10-01, whose spec defines ModelVersions_CreateOrUpdate "
+        "on the same path with the same ModelVersion properties"
+    ),
+    ("v2 rollout", "deployment update", "api-version"): (
+        "the SDK pins 2024-01-01-preview for deployments; we use GA 2023-10-01, whose spec defines "
+        "BatchDeployments_CreateOrUpdate on the same path, its long-running operation and every property we send"
+    ),
+    ("v2 rollout", "deployment update", "body"): (
+        "we send the deployment back as the service returned it, with the model changed; the SDK serialises its "
+        "entity, which adds empty maps the resource does not carry (tags, properties.properties, "
+        "properties.environmentVariables): an empty map and an absent one mean the same"
+    ),
+    ("v2 rollout", "endpoint default", "body"): (
+        "as for the deployment update: the endpoint as read, defaults changed; the SDK adds empty tags and "
+        "properties.properties"
+    ),
 }
 
 
@@ -383,3 +400,112 @@ def test_v2_calls_match_azure_ai_ml(
             _requests(v2, "cancel", lambda: sdk.cancel(job)),
         )
     parity.check()
+
+
+# ---- v2: the rollout to the batch deployment (model registration, deployment update, endpoint default) --------------
+def test_v2_rollout_calls_match_azure_ai_ml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import logging
+
+    from resources.serving import PromotedModel
+    from resources.serving.azureml_batch import AzureMLBatchDeploymentServing
+    from resources.storage import LocalObjectStore
+    from tests.support.azureml_sdk import V2Sdk, sdk_environment
+    from tests.support.fakes.azureml_v2_serving import FakeAzureMLServing
+
+    store = LocalObjectStore(root=str(tmp_path / "datastore"))
+    for version in ("m1", "m2", "m3"):
+        store.put_bytes(f"models/mnist/{version}/model/MLmodel", b"flavors: {}\n")
+    fake = FakeAzureMLServing(store, mode="simulate", update_s=0.2).start()
+    fake.deploy("models/mnist/m1/model")
+    fake.deploy("models/mnist/m1/model", deployment="green", default=False)
+    log = logging.getLogger("parity")
+    parity = Parity("v2 rollout")
+    ours = AzureMLBatchDeploymentServing(
+        subscription_id=fake.subscription,
+        resource_group=fake.resource_group,
+        workspace_name=fake.workspace,
+        datastore=fake.datastore,
+        arm_url=fake.url,
+        allow_http_loopback=True,
+        credential="python:tests.support.fakes.http:fake_credential",
+        endpoint_name=fake.endpoint_name,
+        poll_initial_seconds=0.05,
+        poll_floor_seconds=0.1,
+        poll_max_seconds=0.2,
+    )
+    scoring = ours._scoring()
+    paths = f"azureml://datastores/{fake.datastore}/paths"
+    try:
+        with sdk_environment(tmp_path, monkeypatch, AZUREML_DEV_URL_MFE=fake.url):
+            sdk = V2Sdk(fake, FakeCredential())
+            asset_id = ""
+
+            def our_register() -> None:
+                nonlocal asset_id
+                asset_id = ours._register(scoring, PromotedModel("m2", "models/mnist/m2/model"), log)
+
+            parity.compare(
+                "model (register)",
+                _requests(fake, "model_put", our_register),
+                _requests(
+                    fake,
+                    "model_put",
+                    lambda: sdk.register_model(  # the same version again, as deploy_batch.py writes it
+                        "mnist",
+                        "m2",
+                        f"{paths}/models/mnist/m2/model",
+                        {"dagster.model_version": "m2", "dagster.model_path": "models/mnist/m2/model"},
+                    ),
+                ),
+                frozenset({"properties.tags"}),
+            )
+            operation: str | None = None
+
+            def our_update() -> None:
+                nonlocal operation
+                operation = ours._put_deployment(
+                    scoring, "blue", ours._read_deployment(scoring, "blue"), asset_id
+                )
+
+            ours_put = _requests(fake, "deployment_put", our_update)
+            assert operation is not None
+            url = operation
+            ours_op = _requests(
+                fake, "operation", lambda: ours._wait(lambda: ours._operation_done(scoring, url), "op")
+            )
+            fake.models[("mnist", "m3")] = (
+                f"{paths}/models/mnist/m3/model"  # registered by an earlier rollout
+            )
+            sdk_seen_from = len(fake.seen)
+            sdk.update_deployment("blue", fake._arm_id("models/mnist/versions/m3"))
+            sdk_seen = fake.seen[sdk_seen_from:]
+            parity.compare(
+                "deployment update", ours_put, [s for s in sdk_seen if s.route == "deployment_put"]
+            )
+            parity.compare(
+                "deployment update status",
+                _operation_path(ours_op),
+                _operation_path([s for s in sdk_seen if s.route == "operation"]),
+            )
+            parity.compare(
+                "endpoint default",
+                _requests(fake, "endpoint_put", lambda: ours._set_default(scoring, "green", log)),
+                _requests(fake, "endpoint_put", lambda: sdk.set_default("blue")),
+            )
+        assert fake.deployment_updates == ["blue", "blue"] and fake.endpoint_updates == 2
+        parity.check()
+    finally:
+        fake.stop()
+
+
+def _operation_path(seen: list[Seen]) -> list[Seen]:
+    """Operation status requests with the operation's id (a value the service hands out) as `{id}`."""
+    import dataclasses
+    import re
+
+    return [
+        dataclasses.replace(
+            s, path=re.sub(r"/mfeOperationsStatus/[^/]+$", "/mfeOperationsStatus/{id}", s.path)
+        )
+        for s in seen
+    ]

@@ -48,7 +48,7 @@ def test_loads_without_azure_variables_network_or_heavy_sdks(tmp_path: Path) -> 
     info = json.loads(out.stdout.strip().splitlines()[-1])
     assert info["heavy"] == []
     assert info["azure_loaded"] == [], "even azure-storage-blob is imported lazily"
-    assert info["assets"] == ["mnist_model", "mnist_predictions", "raw_mnist"]
+    assert info["assets"] == ["mnist_model", "mnist_model_serving", "mnist_predictions", "raw_mnist"]
     assert {"mnist_pipeline", "train_model", "score_batch"} <= set(info["jobs"])
 
 
@@ -81,6 +81,7 @@ def test_events_mode_gives_every_sensor_its_queue() -> None:
     assert {s.name: sorted(s.required_resource_keys) for s in repo.sensor_defs} == {
         "inference_batch_sensor": ["inference_events", "storage"],
         "training_data_sensor": ["storage", "training_events"],
+        "model_rollout_sensor": [],  # evaluates automation conditions; its runs use the assets' resources
     }
     # Dagster checks a sensor's resources only when it ticks: check them here.
     provided = set(repo.get_top_level_resources())

@@ -254,3 +254,58 @@ class V2Sdk:
 
     def cancel(self, name: str) -> None:
         self.ml.jobs.begin_cancel(name).result(timeout=10)
+
+    # ---- the rollout's calls (resources/serving/azureml_batch.py), as deploy/azureml/deploy_batch.py makes them ----
+    def register_model(self, name: str, version: str, path: str, tags: dict[str, str]) -> None:
+        from azure.ai.ml.constants import AssetTypes
+        from azure.ai.ml.entities import Model
+
+        model = Model(
+            name=name,
+            version=version,
+            path=path,
+            type=AssetTypes.MLFLOW_MODEL,
+            description="MNIST classifier promoted by Dagster",
+            tags=tags,
+        )
+        self.ml.models.create_or_update(model)
+
+    def update_deployment(self, name: str, model_id: str) -> None:
+        """batch_deployments.get, then begin_create_or_update with another model, polled to its end."""
+        deployment = self.ml.batch_deployments.get(name, endpoint_name=self.fake.endpoint_name)
+        deployment.model = model_id
+        self.ml.batch_deployments.begin_create_or_update(deployment).result(timeout=20)
+
+    def set_default(self, deployment: str) -> None:
+        from azure.ai.ml.entities import BatchEndpoint
+
+        endpoint = BatchEndpoint(name=self.fake.endpoint_name, defaults={"deployment_name": deployment})
+        self.ml.batch_endpoints.begin_create_or_update(endpoint).result(timeout=20)
+
+
+def sdk_roll_out(
+    fake: FakeAzureMLBatch, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, folder: str, version: str
+) -> tuple[str, str]:
+    """models.create_or_update (an MLflow model in place on the datastore), then batch_deployments.get +
+    begin_create_or_update with the new model (an LRO polled through Azure-AsyncOperation), as a v2 SDK
+    user rolls a model out (deploy/azureml/deploy_batch.py). Returns what the deployment serves."""
+    with sdk_environment(tmp_path, monkeypatch, AZUREML_DEV_URL_MFE=fake.url):
+        from azure.ai.ml.constants import AssetTypes
+        from azure.ai.ml.entities import Model
+
+        ml = v2_client(fake)
+        model = ml.models.create_or_update(
+            Model(
+                name="mnist",
+                version=version,
+                path=f"azureml://datastores/{fake.datastore}/paths/{folder}",
+                type=AssetTypes.MLFLOW_MODEL,
+            )
+        )
+        deployment = ml.batch_deployments.get("blue", endpoint_name=fake.endpoint_name)
+        deployment.model = model.id
+        done = ml.batch_deployments.begin_create_or_update(deployment).result(timeout=20)
+        name, _, served = (
+            str(getattr(done.model, "id", done.model)).split("/models/", 1)[1].partition("/versions/")
+        )
+        return name, served

@@ -65,7 +65,11 @@ def instance() -> dg.DagsterInstance:
 
 def test_nothing_configured_defines_no_alert_sensor_and_no_channel_resource() -> None:
     defs = build_definitions(Settings.from_env({}))
-    assert sorted(s.name for s in defs.sensors or []) == ["inference_batch_sensor", "training_data_sensor"]
+    assert sorted(s.name for s in defs.sensors or []) == [
+        "inference_batch_sensor",
+        "model_rollout_sensor",
+        "training_data_sensor",
+    ]
     assert not any(key.startswith("alerts_") for key in defs.resources or {})
 
 

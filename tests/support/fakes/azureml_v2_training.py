@@ -84,7 +84,7 @@ class FakeAzureMLV2(FakeAzureMLBatch):
         return len(self.command_jobs)
 
     def _training_routes(self) -> None:
-        r = self.server.route
+        r = self.route  # kept in `seen`, for the SDK parity tests
         r("PUT", A + r"/jobs/(?P<job>[^/]+)", "job_put", self._put_job, audience=ARM)
         r(
             "PUT",
@@ -292,13 +292,15 @@ class FakeAzureMLV2(FakeAzureMLBatch):
             return _error(
                 400, "UserError", "a batch deployment serves mlflow_model models without a scoring script"
             )
-        prefix = self._datastore_path(uri.rstrip("/") + "/")
+        prefix = self._datastore_path(self._short_uri(uri).rstrip("/") + "/")
         if prefix is None or self.store is None or not self.store.exists(prefix + "MLmodel"):
             return _error(
                 400, "UserError", f"{uri} is not an MLflow model folder on datastore {self.datastore}"
             )
         key = (req.match["name"], req.match["ver"])
-        if key in self.models and self.models[key].rstrip("/") != uri.rstrip("/"):
+        if key in self.models and self._short_uri(self.models[key]).rstrip("/") != self._short_uri(
+            uri
+        ).rstrip("/"):
             return _error(
                 400,
                 "UserError",
@@ -310,10 +312,21 @@ class FakeAzureMLV2(FakeAzureMLBatch):
             "id": self._arm_id(f"models/{key[0]}/versions/{key[1]}"),
             "name": key[1],
             "type": "Microsoft.MachineLearningServices/workspaces/models/versions",
-            "properties": {**props, "provisioningState": "Succeeded"},
+            # The service reads the flavors from the MLmodel file; the fake names none (as its GET does).
+            "properties": {"flavors": {}, **props, "provisioningState": "Succeeded"},
         }
         specs.validate(specs.MFE, "ModelVersionResource", res)
         return Reply(status, res)
+
+    def _short_uri(self, uri: str) -> str:
+        """A datastore URI in its short form: azure-ai-ml writes the workspace-qualified one
+        (azureml://subscriptions/<s>/resourcegroups/<rg>/workspaces/<ws>/datastores/<d>/paths/<p>);
+        the service takes both for this workspace."""
+        long = (
+            f"azureml://subscriptions/{self.subscription}/resourcegroups/{self.resource_group}/"
+            f"workspaces/{self.workspace}/datastores/"
+        )
+        return "azureml://datastores/" + uri[len(long) :] if uri.lower().startswith(long.lower()) else uri
 
 
 def _known(definition: str) -> set[str]:
