@@ -119,3 +119,25 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> d
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return dg.MetadataValue.md("\n".join(lines))
+
+
+def share_comparison(
+    expected: Sequence[float], actual: Sequence[float], labels: Sequence[str], height: int = 80, bar: int = 26
+) -> bytes:
+    """Two shares per label side by side: `expected` in grey (e.g. the training labels), `actual` in blue
+    (e.g. a batch's predicted digits), each bar labelled with its percentage."""
+    from PIL import Image, ImageDraw
+
+    top = max(max(expected), max(actual), 1e-9)
+    img = Image.new("RGB", (len(labels) * bar + 4, height + 40), "white")
+    draw = ImageDraw.Draw(img)
+    half = (bar - 4) // 2
+    for i, (e, a, label) in enumerate(zip(expected, actual, labels, strict=True)):
+        x = 2 + i * bar
+        for offset, share, color in ((1, e, (170, 170, 170)), (1 + half, a, (70, 110, 200))):
+            h = int(height * share / top)
+            draw.rectangle([x + offset, 2 + height - h, x + offset + half - 1, 2 + height], fill=color)
+        draw.text((x + bar // 2 - 3, height + 5), label, fill="black")
+        draw.text((x + 1, height + 16), f"{100 * a:.0f}%", fill=(70, 110, 200))
+        draw.text((x + 1, height + 27), f"{100 * e:.0f}%", fill="gray")
+    return _png(img)

@@ -3,12 +3,14 @@ from typing import Any
 import dagster as dg
 
 from resources.compute import ComputeBackend, WorkloadRequest, idempotency_key
-from resources.storage import ObjectStore, validate_name
+from resources.prediction_checks import PredictionChecks
+from resources.storage import ObjectInfo, ObjectStore, validate_name
 
 from . import layout
 from .layout import BATCH_MARKER, CURRENT, MODELS_PREFIX, SCORED_WITH, batch_prefix, predictions_prefix
 from .model import mnist_model
 from .pictures import bar_chart, markdown_image
+from .prediction_checks import check_results, check_specs
 from .versions import SCORE_CODE_VERSION
 
 INFERENCE_BATCHES = "inference_batches"
@@ -33,9 +35,13 @@ def check_batch_id(batch_id: str) -> str:
     kinds={"scikitlearn", "csv"},
     tags={"layer": "predictions"},
     pool=SCORING_POOL,
+    check_specs=check_specs("mnist_predictions", inference_batches),
 )
 def mnist_predictions(
-    context: dg.AssetExecutionContext, storage: ObjectStore, scoring_compute: ComputeBackend
+    context: dg.AssetExecutionContext,
+    storage: ObjectStore,
+    scoring_compute: ComputeBackend,
+    prediction_checks: PredictionChecks,
 ) -> dg.MaterializeResult:
     """Predicted digits for one inference batch (one partition per folder under `inference/`).
 
@@ -44,6 +50,10 @@ def mnist_predictions(
     Scored with the promoted model (`models/mnist/current.json`, the last one that passed the accuracy
     check). A batch with a file that is not an MNIST-shaped image set fails alone, with the file named,
     and leaves any earlier predictions for that batch untouched.
+
+    Each materialization is checked (warnings, never a failed run): the predicted digits against the
+    training labels' distribution, the share of low-confidence predictions, one row per image. Its
+    metadata says which model version scored the batch (`model_version`).
     """
     _require_added_partition(context)
     batch_id = check_batch_id(context.partition_key)
@@ -63,7 +73,12 @@ def mnist_predictions(
             "as the stored predictions."
         )
         return _result(
-            storage, out, model["version"], version, {"scoring": "reused (model, files and code unchanged)"}
+            storage,
+            out,
+            model["version"],
+            version,
+            {"scoring": "reused (model, files and code unchanged)"},
+            _checks(storage, out, model, batch_id, objects, prediction_checks),
         )
     request = WorkloadRequest(
         task="score",
@@ -80,6 +95,7 @@ def mnist_predictions(
         model["version"],
         version,
         {"scoring": "fresh", "compute_job": result.job_id, **result.metadata},
+        _checks(storage, out, model, batch_id, objects, prediction_checks),
     )
     storage.put_json(stamp, layout.scored_with(version, model["version"], objects))
     return materialized
@@ -106,8 +122,26 @@ def _require_added_partition(context: dg.AssetExecutionContext) -> None:
         )
 
 
+def _checks(
+    storage: ObjectStore,
+    out: str,
+    model: dict[str, Any],
+    batch_id: str,
+    objects: list[ObjectInfo],
+    expect: PredictionChecks,
+) -> list[dg.AssetCheckResult]:
+    return check_results(
+        storage=storage, predictions=out, model=model, batch=batch_id, files=objects, expect=expect
+    )
+
+
 def _result(
-    storage: ObjectStore, out: str, model_version: str, version: str, extra: dict[str, Any]
+    storage: ObjectStore,
+    out: str,
+    model_version: str,
+    version: str,
+    extra: dict[str, Any],
+    checks: list[dg.AssetCheckResult],
 ) -> dg.MaterializeResult:
     summary = storage.get_json(f"{out}/summary.json")
     counts = [int(summary["label_counts"][str(d)]) for d in range(10)]
@@ -126,6 +160,7 @@ def _result(
             **extra,
         },
         data_version=dg.DataVersion(version),
+        check_results=checks,
     )
 
 

@@ -296,6 +296,7 @@ def test_ingest_train_and_score_end_to_end_on_batch_with_the_real_workload(
     from assets.predictions import INFERENCE_BATCHES, mnist_predictions
     from assets.raw_mnist import raw_mnist
     from resources.mnist_source import MnistSource
+    from resources.prediction_checks import PredictionChecks
     from resources.quality import QualityGate
     from tests.support.synthetic import write_batch
 
@@ -318,6 +319,7 @@ def test_ingest_train_and_score_end_to_end_on_batch_with_the_real_workload(
         "ingest_compute": batch,
         "mnist_source": MnistSource(location=str(synthetic_source)),
         "quality": QualityGate(min_accuracy=0.8),
+        "prediction_checks": PredictionChecks(),
     }
     small = TrainingConfig(pca_components=20, kernel_components=200)
     trained = dg.materialize(
