@@ -11,6 +11,7 @@ from .layout import BATCH_MARKER, CURRENT, MODELS_PREFIX, SCORED_WITH, batch_pre
 from .model import mnist_model
 from .pictures import bar_chart, markdown_image
 from .prediction_checks import check_results, check_specs
+from .scoring_history import ScoredBatch, models_table, recent_batches
 from .versions import SCORE_CODE_VERSION
 
 INFERENCE_BATCHES = "inference_batches"
@@ -18,6 +19,8 @@ inference_batches = dg.DynamicPartitionsDefinition(name=INFERENCE_BATCHES)
 # The concurrency pool of scoring work; the instance limits how many runs use it at once
 # (pool_limits in instance/*/dagster.yaml).
 SCORING_POOL = "mnist-scoring"
+# Rows of the table of recent batches and the model that scored each, in every materialization's metadata.
+RECENT_BATCHES_SHOWN = 20
 
 
 def check_batch_id(batch_id: str) -> str:
@@ -77,7 +80,10 @@ def mnist_predictions(
             out,
             model["version"],
             version,
-            {"scoring": "reused (model, files and code unchanged)"},
+            {
+                "scoring": "reused (model, files and code unchanged)",
+                **_recent_models(context, batch_id, model),
+            },
             _checks(storage, out, model, batch_id, objects, prediction_checks),
         )
     request = WorkloadRequest(
@@ -94,7 +100,12 @@ def mnist_predictions(
         out,
         model["version"],
         version,
-        {"scoring": "fresh", "compute_job": result.job_id, **result.metadata},
+        {
+            "scoring": "fresh",
+            "compute_job": result.job_id,
+            **result.metadata,
+            **_recent_models(context, batch_id, model),
+        },
         _checks(storage, out, model, batch_id, objects, prediction_checks),
     )
     storage.put_json(stamp, layout.scored_with(version, model["version"], objects))
@@ -120,6 +131,15 @@ def _require_added_partition(context: dg.AssetExecutionContext) -> None:
             f'add it (GraphQL addDynamicPartition(partitionsDefName: "{INFERENCE_BATCHES}", partitionKey: '
             f'"{batch}"), or the UI\'s partition picker), then launch again.'
         )
+
+
+def _recent_models(
+    context: dg.AssetExecutionContext, batch_id: str, model: dict[str, Any]
+) -> dict[str, Any]:
+    """Which model scored this batch and the batches scored before it (the UI shows the latest table)."""
+    earlier = recent_batches(context.instance, context.asset_key, RECENT_BATCHES_SHOWN)
+    batches = [ScoredBatch(batch_id, model["version"]), *(b for b in earlier if b.batch != batch_id)]
+    return {"models_of_recent_batches": models_table(batches[:RECENT_BATCHES_SHOWN], model["version"])}
 
 
 def _checks(

@@ -25,7 +25,7 @@ DRIFT_CHECK_KEY = dg.AssetCheckKey(mnist_predictions.key, DRIFT_CHECK)
 # Check evaluations read per tick: enough for N batches even when some were evaluated several times.
 HISTORY = 500
 TRIGGER_TAG = "mnist/trigger"
-# Seconds between ticks: a model change or a drift streak is acted upon within this long.
+# Seconds between ticks: a drift streak is acted upon within this long.
 INTERVAL_SECONDS = 30
 
 

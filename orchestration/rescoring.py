@@ -18,47 +18,17 @@ import dagster as dg
 
 from assets.layout import CURRENT, MODELS_PREFIX
 from assets.predictions import INFERENCE_BATCHES, mnist_predictions
+from assets.scoring_history import ScoredBatch, recent_batches
 from orchestration.jobs import score_batch
 from resources.storage import ObjectStore
 
 RESCORE_SENSOR = "rescore_on_new_model"
-# Materializations read per query while looking for the N most recent distinct batches.
-PAGE = 200
 # Tags of the runs requested: why the run was made, and which models are involved (the run list shows them).
 TRIGGER_TAG = "mnist/trigger"
 MODEL_TAG = "mnist/model_version"
 PREVIOUS_MODEL_TAG = "mnist/previous_model_version"
-# Seconds between ticks: a model change or a drift streak is acted upon within this long.
+# Seconds between ticks: a model change is acted upon within this long.
 INTERVAL_SECONDS = 30
-
-
-@dataclass(frozen=True)
-class ScoredBatch:
-    """A batch and the model version its latest predictions were made with ("" when not recorded)."""
-
-    batch: str
-    model_version: str
-
-
-def recent_batches(instance: dg.DagsterInstance, n: int) -> list[ScoredBatch]:
-    """The `n` batches scored most recently, newest first, each with the model of its latest predictions."""
-    found: dict[str, ScoredBatch] = {}
-    cursor: str | None = None
-    while len(found) < n:
-        page = instance.fetch_materializations(mnist_predictions.key, limit=PAGE, cursor=cursor)
-        for record in page.records:
-            batch = record.partition_key
-            materialization = record.asset_materialization
-            if batch is None or batch in found or materialization is None:
-                continue
-            version = materialization.metadata.get("model_version")
-            found[batch] = ScoredBatch(batch, str(version.value) if version is not None else "")
-            if len(found) == n:
-                break
-        if not page.has_more:
-            break
-        cursor = page.cursor
-    return list(found.values())
 
 
 @dataclass
@@ -105,7 +75,7 @@ def rescore_sensor(recent: int, interval_seconds: int = INTERVAL_SECONDS) -> dg.
             )
         model = str(store.get_json(pointer)["version"])
         requested = cursor.requested if cursor.model == model else []
-        batches = recent_batches(context.instance, recent)
+        batches = recent_batches(context.instance, mnist_predictions.key, recent)
         stale = [
             b
             for b in batches

@@ -2,6 +2,7 @@
 quiet on a batch like the training data, warnings (never a failed run) on a skewed batch, on too many
 low-confidence predictions and on a predictions file that lost rows."""
 
+import json
 import shutil
 from pathlib import Path
 
@@ -95,3 +96,31 @@ def test_a_predictions_file_that_lost_rows_warns_with_the_count_from_the_idx_hea
     assert not rows.passed and rows.severity == dg.AssetCheckSeverity.WARN
     assert rows.metadata["rows"].value == 55 and rows.metadata["images"].value == 60
     assert rows.description == "55 rows for 60 images in 1 file(s): 5 missing"
+
+
+def test_each_batch_says_which_model_scored_it_and_the_table_shows_the_recent_ones(env: Env) -> None:
+    env.add_batch("b1", n=20)
+    first = env.materialize([mnist_predictions], partition="b1")
+    old = str(first.asset_materializations_for_node("mnist_predictions")[0].metadata["model_version"].value)
+    # Another model is promoted (the same files under another version: scoring behaves the same).
+    models = env.root / "models" / "mnist"
+    shutil.copytree(models / old, models / "model-b")
+    current = json.loads((models / "current.json").read_text())
+    (models / "current.json").write_text(
+        json.dumps(
+            {
+                **current,
+                "version": "model-b",
+                "prefix": "models/mnist/model-b",
+                "model": "models/mnist/model-b/model",
+            }
+        )
+    )
+    env.add_batch("b2", n=20)
+    second = env.materialize([mnist_predictions], partition="b2")
+    meta = second.asset_materializations_for_node("mnist_predictions")[0].metadata
+    assert meta["model_version"].value == "model-b"
+    table = str(meta["models_of_recent_batches"].value)
+    assert table.splitlines()[0] == "| batch | scored by model | scored |"
+    assert table.splitlines()[2].startswith("| b2 | model-b (promoted) | now |")
+    assert table.splitlines()[3].startswith(f"| b1 | {old} | ")
