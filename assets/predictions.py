@@ -133,9 +133,7 @@ def _require_added_partition(context: dg.AssetExecutionContext) -> None:
         )
 
 
-def _recent_models(
-    context: dg.AssetExecutionContext, batch_id: str, model: dict[str, Any]
-) -> dict[str, Any]:
+def _recent_models(context: dg.AssetExecutionContext, batch_id: str, model: dict[str, Any]) -> dict[str, Any]:
     """Which model scored this batch and the batches scored before it (the UI shows the latest table)."""
     earlier = recent_batches(context.instance, context.asset_key, RECENT_BATCHES_SHOWN)
     batches = [ScoredBatch(batch_id, model["version"]), *(b for b in earlier if b.batch != batch_id)]
