@@ -4,7 +4,7 @@ import dagster as dg
 
 from resources.compute import ComputeBackend, WorkloadRequest, idempotency_key
 from resources.prediction_checks import PredictionChecks
-from resources.storage import ObjectInfo, ObjectStore, validate_name
+from resources.storage import ObjectStore, validate_name
 
 from . import layout
 from .layout import BATCH_MARKER, CURRENT, MODELS_PREFIX, SCORED_WITH, batch_prefix, predictions_prefix
@@ -84,7 +84,14 @@ def mnist_predictions(
                 "scoring": "reused (model, files and code unchanged)",
                 **_recent_models(context, batch_id, model),
             },
-            _checks(storage, out, model, batch_id, objects, prediction_checks),
+            check_results(
+                storage=storage,
+                predictions=out,
+                model=model,
+                batch=batch_id,
+                files=objects,
+                expect=prediction_checks,
+            ),
         )
     request = WorkloadRequest(
         task="score",
@@ -106,7 +113,14 @@ def mnist_predictions(
             **result.metadata,
             **_recent_models(context, batch_id, model),
         },
-        _checks(storage, out, model, batch_id, objects, prediction_checks),
+        check_results(
+            storage=storage,
+            predictions=out,
+            model=model,
+            batch=batch_id,
+            files=objects,
+            expect=prediction_checks,
+        ),
     )
     storage.put_json(stamp, layout.scored_with(version, model["version"], objects))
     return materialized
@@ -138,19 +152,6 @@ def _recent_models(context: dg.AssetExecutionContext, batch_id: str, model: dict
     earlier = recent_batches(context.instance, context.asset_key, RECENT_BATCHES_SHOWN)
     batches = [ScoredBatch(batch_id, model["version"]), *(b for b in earlier if b.batch != batch_id)]
     return {"models_of_recent_batches": models_table(batches[:RECENT_BATCHES_SHOWN], model["version"])}
-
-
-def _checks(
-    storage: ObjectStore,
-    out: str,
-    model: dict[str, Any],
-    batch_id: str,
-    objects: list[ObjectInfo],
-    expect: PredictionChecks,
-) -> list[dg.AssetCheckResult]:
-    return check_results(
-        storage=storage, predictions=out, model=model, batch=batch_id, files=objects, expect=expect
-    )
 
 
 def _result(
