@@ -119,3 +119,36 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> d
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return dg.MetadataValue.md("\n".join(lines))
+
+
+def share_comparison(
+    expected: Sequence[float],
+    actual: Sequence[float],
+    labels: Sequence[str],
+    expected_name: str = "training",
+    actual_name: str = "this batch",
+    height: int = 80,
+    bar: int = 26,
+) -> bytes:
+    """Two shares per label side by side: `expected` in grey (e.g. the training labels), `actual` in blue
+    (e.g. a batch's predicted digits), each with its percentage underneath; the names form the legend."""
+    from PIL import Image, ImageDraw
+
+    top = max(max(expected), max(actual), 1e-9)
+    legend = 14
+    img = Image.new("RGB", (max(len(labels) * bar + 4, 150), legend + height + 40), "white")
+    draw = ImageDraw.Draw(img)
+    grey, blue = (170, 170, 170), (70, 110, 200)
+    draw.text((2, 1), f"{expected_name}", fill=grey)
+    draw.text((8 + 6 * len(expected_name), 1), f"{actual_name}", fill=blue)
+    half = (bar - 4) // 2
+    base = legend + height
+    for i, (e, a, label) in enumerate(zip(expected, actual, labels, strict=True)):
+        x = 2 + i * bar
+        for offset, share, color in ((1, e, grey), (1 + half, a, blue)):
+            h = int(height * share / top)
+            draw.rectangle([x + offset, 2 + base - h, x + offset + half - 1, 2 + base], fill=color)
+        draw.text((x + bar // 2 - 3, base + 5), label, fill="black")
+        draw.text((x + 1, base + 16), f"{100 * a:.0f}%", fill=blue)
+        draw.text((x + 1, base + 27), f"{100 * e:.0f}%", fill="gray")
+    return _png(img)

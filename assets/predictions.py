@@ -3,13 +3,16 @@ from typing import Any
 import dagster as dg
 
 from resources.compute import ComputeBackend, WorkloadRequest, idempotency_key
+from resources.prediction_checks import PredictionChecks
 from resources.storage import ObjectStore
 
 from . import layout
 from .batch_ids import batch_id_problem
 from .layout import BATCH_MARKER, CURRENT, MODELS_PREFIX, SCORED_WITH, batch_prefix, predictions_prefix
-from .model import mnist_model
 from .pictures import bar_chart, markdown_image
+from .prediction_checks import check_results, check_specs
+from .scoring_history import ScoredBatch, models_table, recent_batches
+from .serving import mnist_model_serving
 from .versions import SCORE_CODE_VERSION
 
 INFERENCE_BATCHES = "inference_batches"
@@ -17,6 +20,8 @@ inference_batches = dg.DynamicPartitionsDefinition(name=INFERENCE_BATCHES)
 # The concurrency pool of scoring work; the instance limits how many runs use it at once
 # (pool_limits in instance/*/dagster.yaml).
 SCORING_POOL = "mnist-scoring"
+# Rows of the table of recent batches and the model that scored each, in every materialization's metadata.
+RECENT_BATCHES_SHOWN = 20
 
 
 def check_batch_id(batch_id: str) -> str:
@@ -30,15 +35,20 @@ def check_batch_id(batch_id: str) -> str:
 
 @dg.asset(
     group_name="mnist",
-    deps=[mnist_model],
+    # Scored with the model the serving asset rolled out (with AzureML, what the batch deployment serves).
+    deps=[mnist_model_serving],
     partitions_def=inference_batches,
     code_version=SCORE_CODE_VERSION,
     kinds={"scikitlearn", "csv"},
     tags={"layer": "predictions"},
     pool=SCORING_POOL,
+    check_specs=check_specs("mnist_predictions", inference_batches),
 )
 def mnist_predictions(
-    context: dg.AssetExecutionContext, storage: ObjectStore, scoring_compute: ComputeBackend
+    context: dg.AssetExecutionContext,
+    storage: ObjectStore,
+    scoring_compute: ComputeBackend,
+    prediction_checks: PredictionChecks,
 ) -> dg.MaterializeResult:
     """Predicted digits for one inference batch (one partition per folder under `inference/`).
 
@@ -47,6 +57,10 @@ def mnist_predictions(
     Scored with the promoted model (`models/mnist/current.json`, the last one that passed the accuracy
     check). A batch with a file that is not an MNIST-shaped image set fails alone, with the file named,
     and leaves any earlier predictions for that batch untouched.
+
+    Each materialization is checked (warnings, never a failed run): the predicted digits against the
+    training labels' distribution, the share of low-confidence predictions, one row per image. Its
+    metadata says which model version scored the batch (`model_version`).
     """
     _require_added_partition(context)
     batch_id = check_batch_id(context.partition_key)
@@ -66,7 +80,22 @@ def mnist_predictions(
             "as the stored predictions."
         )
         return _result(
-            storage, out, model["version"], version, {"scoring": "reused (model, files and code unchanged)"}
+            storage,
+            out,
+            model["version"],
+            version,
+            {
+                "scoring": "reused (model, files and code unchanged)",
+                **_recent_models(context, batch_id, model),
+            },
+            check_results(
+                storage=storage,
+                predictions=out,
+                model=model,
+                batch=batch_id,
+                files=objects,
+                expect=prediction_checks,
+            ),
         )
     request = WorkloadRequest(
         task="score",
@@ -82,7 +111,20 @@ def mnist_predictions(
         out,
         model["version"],
         version,
-        {"scoring": "fresh", "compute_job": result.job_id, **result.metadata},
+        {
+            "scoring": "fresh",
+            "compute_job": result.job_id,
+            **result.metadata,
+            **_recent_models(context, batch_id, model),
+        },
+        check_results(
+            storage=storage,
+            predictions=out,
+            model=model,
+            batch=batch_id,
+            files=objects,
+            expect=prediction_checks,
+        ),
     )
     storage.put_json(stamp, layout.scored_with(version, model["version"], objects))
     return materialized
@@ -109,8 +151,20 @@ def _require_added_partition(context: dg.AssetExecutionContext) -> None:
         )
 
 
+def _recent_models(context: dg.AssetExecutionContext, batch_id: str, model: dict[str, Any]) -> dict[str, Any]:
+    """Which model scored this batch and the batches scored before it (the UI shows the latest table)."""
+    earlier = recent_batches(context.instance, context.asset_key, RECENT_BATCHES_SHOWN)
+    batches = [ScoredBatch(batch_id, model["version"]), *(b for b in earlier if b.batch != batch_id)]
+    return {"models_of_recent_batches": models_table(batches[:RECENT_BATCHES_SHOWN], model["version"])}
+
+
 def _result(
-    storage: ObjectStore, out: str, model_version: str, version: str, extra: dict[str, Any]
+    storage: ObjectStore,
+    out: str,
+    model_version: str,
+    version: str,
+    extra: dict[str, Any],
+    checks: list[dg.AssetCheckResult],
 ) -> dg.MaterializeResult:
     summary = storage.get_json(f"{out}/summary.json")
     counts = [int(summary["label_counts"][str(d)]) for d in range(10)]
@@ -129,6 +183,7 @@ def _result(
             **extra,
         },
         data_version=dg.DataVersion(version),
+        check_results=checks,
     )
 
 

@@ -9,7 +9,9 @@ from assets.predictions import mnist_predictions
 from assets.raw_mnist import raw_mnist
 from assets.serving import mnist_model_serving
 from orchestration.alerts import alert_definitions
+from orchestration.drift_retrain import drift_retrain_sensor
 from orchestration.jobs import EXECUTOR, JOBS
+from orchestration.rescoring import rescore_sensor
 from orchestration.rollout import rollout_sensor
 from orchestration.schedules import retrain_schedule
 from orchestration.sensors import build_sensors
@@ -25,9 +27,16 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         # Also for the UI's Materialize (Dagster's implicit asset job): one process per run, not per step.
         executor=EXECUTOR,
     )
-    automation = dg.Definitions(
-        schedules=[retrain_schedule(settings.retrain_schedule)], sensors=[rollout_sensor()]
-    )
+    upkeep: list[dg.SensorDefinition] = [rollout_sensor()]  # the rest only when their settings ask
+    if settings.rescoring.recent:
+        upkeep.append(rescore_sensor(settings.rescoring.recent))
+    if settings.prediction_checks.drift_retrain_after:
+        upkeep.append(
+            drift_retrain_sensor(
+                settings.prediction_checks.drift_retrain_after, settings.sensors.interval_seconds
+            )
+        )
+    automation = dg.Definitions(schedules=[retrain_schedule(settings.retrain_schedule)], sensors=upkeep)
     return dg.Definitions.merge(workflow, automation, alert_definitions(settings.alerts))
 
 

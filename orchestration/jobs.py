@@ -7,6 +7,7 @@ import dagster as dg
 from assets.model import mnist_model
 from assets.predictions import mnist_predictions
 from assets.raw_mnist import raw_mnist
+from assets.serving import mnist_model_serving
 
 # One process per run, not one per step: the steps are sequential and each would otherwise pay
 # Python + Dagster start-up again (seconds on a 2-core machine). How many runs of each kind may run
@@ -16,8 +17,9 @@ EXECUTOR = dg.in_process_executor
 
 mnist_pipeline = dg.define_asset_job(
     "mnist_pipeline",
-    selection=dg.AssetSelection.assets(raw_mnist, mnist_model, mnist_predictions),
-    description="Raw MNIST -> trained model -> predictions for one inference batch (the partition).",
+    selection=dg.AssetSelection.assets(raw_mnist, mnist_model, mnist_model_serving, mnist_predictions),
+    description="Raw MNIST -> trained model -> the model served -> predictions for one inference batch "
+    "(the partition).",
     executor_def=EXECUTOR,
 )
 train_model = dg.define_asset_job(

@@ -99,6 +99,9 @@ def train(raw_dir: Path, out_dir: Path, params: dict[str, Any], report: Reporter
         "train_seconds": train_seconds,
         "n_train": len(x_train),
         "n_held_out": len(x_test),
+        # How many training images show each digit: the label distribution the model learned from, against
+        # which the predicted labels of each inference batch are compared (the drift check).
+        "train_label_counts": {str(d): int((y_train == d).sum()) for d in range(10)},
         "confusion_matrix": confusion.tolist(),
         "params": params,
     }

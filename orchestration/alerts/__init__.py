@@ -1,4 +1,5 @@
-"""Alerts: failed runs and failed sensor/schedule ticks, posted to Teams, Slack and/or a webhook.
+"""Alerts: failed runs, failed sensor/schedule ticks and failed asset checks (warnings), posted to Teams,
+Slack and/or a webhook.
 
 `alert_definitions(settings)` gives the alert sensors and their channel resources for the channels
 MNIST_ALERTS names, and nothing at all when it names none (no sensor, no resource, no import of the
@@ -16,11 +17,11 @@ RESOURCE_KEYS = {"teams": "alerts_teams", "slack": "alerts_slack", "webhook": "a
 
 
 def alert_definitions(settings: AlertSettings) -> dg.Definitions:
-    """The alert sensors (two per channel, running from the start) and the channels' resources."""
+    """The alert sensors (three per channel, running from the start) and the channels' resources."""
     if not settings.enabled:
         return dg.Definitions()
     from orchestration.alerts.channels import AlertSender, SlackAlerts, TeamsAlerts, WebhookAlerts
-    from orchestration.alerts.sensors import run_failure_sensor, tick_failure_sensor
+    from orchestration.alerts.sensors import check_warning_sensor, run_failure_sensor, tick_failure_sensor
 
     # AlertSettings.check made sure of the UI URL and of each chosen channel's own settings; the secrets
     # are `dg.EnvVar`s, resolved when an alert sensor ticks.
@@ -42,6 +43,7 @@ def alert_definitions(settings: AlertSettings) -> dg.Definitions:
         key = RESOURCE_KEYS[channel]
         sensors.append(run_failure_sensor(channel, key, settings.ui_url, settings.interval_seconds))
         sensors.append(tick_failure_sensor(channel, key, settings.ui_url, settings.interval_seconds))
+        sensors.append(check_warning_sensor(channel, key, settings.ui_url, settings.interval_seconds))
     return dg.Definitions(sensors=sensors, resources={RESOURCE_KEYS[c]: s for c, s in senders.items()})
 
 

@@ -19,7 +19,7 @@ PARTITION_TAG = "dagster/partition"
 # Longest failure message carried in an alert; the UI has the rest.
 MAX_MESSAGE = 1500
 
-AlertKind = Literal["run_failure", "tick_failure"]
+AlertKind = Literal["run_failure", "tick_failure", "check_warning"]
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,8 @@ class Alert:
     def text(self) -> str:
         """Plain text, readable as is in Teams, Slack and a terminal."""
         facts = "\n".join(f"{name}: {value}" for name, value in self.facts.items())
-        return f"{self.headline}\n{facts}\nError: {self.message}\n{self.link}"
+        label = "Warning" if self.kind == "check_warning" else "Error"
+        return f"{self.headline}\n{facts}\n{label}: {self.message}\n{self.link}"
 
     def as_json(self) -> dict[str, Any]:
         """The webhook's JSON body: every fact by name, plus the text as a whole."""
@@ -129,6 +130,35 @@ def tick_failure_alert(
         message=error_message(error),
         link=f"{ui_url}/locations/{address}/{kind}s/{quote(name)}",
         details={"instigator": name, "instigator_type": kind},
+    )
+
+
+def check_warning_alert(
+    run: dg.DagsterRun, evaluations: Sequence[dg.AssetCheckEvaluation], ui_url: str
+) -> Alert:
+    """The alert for a run that succeeded with failed asset checks (non-blocking checks: warnings): each
+    check with its own description, e.g. the drift check's PSI against its threshold."""
+    partition = run.tags.get(PARTITION_TAG)
+    assets = sorted({e.asset_key.to_user_string() for e in evaluations})
+    checks = [e.check_name for e in evaluations]
+    message = "; ".join(
+        f"{e.check_name} ({e.severity.value}): {e.description or 'failed'}" for e in evaluations
+    )
+    return Alert(
+        kind="check_warning",
+        headline=f"Dagster check(s) failed on {', '.join(assets)}"
+        + (f" for partition {partition}" if partition else "")
+        + f" in a run of {run.job_name}",
+        facts={
+            "Job": run.job_name,
+            "Partition": partition or "(none)",
+            "Asset": ", ".join(assets),
+            "Checks": ", ".join(checks),
+            "Run": run.run_id,
+        },
+        message=_shorten(message),
+        link=f"{ui_url}/runs/{run.run_id}",
+        details={"checks": ",".join(checks)},
     )
 
 

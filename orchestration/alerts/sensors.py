@@ -1,6 +1,7 @@
-"""The alert sensors of one channel: `<channel>_on_run_failure` and `<channel>_on_tick_failure`.
+"""The alert sensors of one channel: `<channel>_on_run_failure`, `<channel>_on_tick_failure` and
+`<channel>_on_check_warning`.
 
-One pair per channel, each with its own cursor, so a channel that is down fails its own ticks (which
+One set per channel, each sensor with its own cursor, so a channel that is down fails its own ticks (which
 the other channels' tick watchers report) without holding back or repeating the others' alerts.
 """
 
@@ -11,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import dagster as dg
 
-from orchestration.alerts.messages import run_failure_alert, tick_failure_alert
+from orchestration.alerts.messages import check_warning_alert, run_failure_alert, tick_failure_alert
 from orchestration.alerts.tick_history import TickCursor, new_failure_streaks, watched_instigators
 
 if TYPE_CHECKING:
@@ -47,6 +48,42 @@ def run_failure_sensor(channel: str, resource_key: str, ui_url: str, interval: i
             f"Posts each failed run of this code location's jobs to {channel}: job, partition, failing step, "
             "the failure's own message and a link to the run. Runs that failed before this sensor was first "
             "switched on are not reported."
+        ),
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        required_resource_keys={resource_key},
+    )
+
+
+def check_warning_sensor(channel: str, resource_key: str, ui_url: str, interval: int) -> dg.SensorDefinition:
+    """A run-status sensor on SUCCESS: one alert per run of this code location's jobs that succeeded with failed
+    asset checks (the non-blocking checks, whose failures are warnings: e.g. the predictions' drift check).
+
+    The run's check evaluations are read from its event log. A failed run is the run-failure sensor's.
+    """
+
+    def notify(context: dg.RunStatusSensorContext, **_called_with: object) -> None:
+        run = context.dagster_run
+        records = context.instance.get_records_for_run(
+            run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION
+        ).records
+        evaluations = [r.event_log_entry.asset_check_evaluation for r in records]
+        failed = [e for e in evaluations if e is not None and not e.passed]
+        if not failed:
+            return
+        alert = check_warning_alert(run, failed, ui_url)
+        sender: AlertSender = getattr(context.resources, resource_key)
+        sender.send(alert)
+        context.log.info(f"sent to {channel}: {alert.headline}")
+
+    return dg.RunStatusSensorDefinition(
+        name=f"{channel}_on_check_warning",
+        run_status=dg.DagsterRunStatus.SUCCESS,
+        run_status_sensor_fn=notify,
+        minimum_interval_seconds=interval,
+        description=(
+            f"Posts to {channel} each run of this code location's jobs that succeeded with failed asset checks "
+            "(warnings such as prediction drift): the asset, partition, each failed check with its own "
+            "description, and a link to the run. Runs before this sensor was first switched on are not reported."
         ),
         default_status=dg.DefaultSensorStatus.RUNNING,
         required_resource_keys={resource_key},

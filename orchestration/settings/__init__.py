@@ -11,6 +11,7 @@ from orchestration.settings.azureml import AzureMLSettings
 from orchestration.settings.compute import COMPUTE_CHOICES, ComputeChoice, ComputeRole, ComputeSettings
 from orchestration.settings.errors import SettingsError
 from orchestration.settings.mnist import QualitySettings, SourceSettings
+from orchestration.settings.predictions import PredictionCheckSettings, RescoreSettings
 from orchestration.settings.schedules import RetrainScheduleSettings
 from orchestration.settings.storage import StorageSettings
 
@@ -24,7 +25,9 @@ __all__ = [
     "ComputeChoice",
     "ComputeRole",
     "ComputeSettings",
+    "PredictionCheckSettings",
     "QualitySettings",
+    "RescoreSettings",
     "RetrainScheduleSettings",
     "SensorSettings",
     "Settings",

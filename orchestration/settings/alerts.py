@@ -34,7 +34,7 @@ def _api_base(value: str) -> str:
 
 
 class AlertSettings(EnvironmentSettings):
-    """Alerts: failed runs and failed sensor ticks are posted to Microsoft Teams, Slack and/or a plain webhook.
+    """Alerts: failed runs, failed sensor ticks and failed asset checks are posted to Teams, Slack and/or a webhook.
 
     Nothing is sent, and no alert sensor is defined, until MNIST_ALERTS names at least one channel. Each
     message says the job, the partition, the failing step, the failure's own message and a link to the

@@ -14,6 +14,7 @@ from resources.blob_events import BlobEventQueue
 from resources.compute import ComputeBackend, LocalProcessBackend
 from resources.compute.batch_tasks import AzureBatchBackend
 from resources.mnist_source import MnistSource
+from resources.prediction_checks import PredictionChecks
 from resources.quality import QualityGate
 from resources.serving import LocalModelServing, ModelServing
 from resources.storage import AzureBlobObjectStore, LocalObjectStore, ObjectStore
@@ -44,6 +45,11 @@ def resources(settings: Settings) -> dict[str, Any]:
         "mnist_source": MnistSource(location=settings.source.location, checksums=settings.source.checksums),
         "quality": QualityGate(min_accuracy=settings.quality.min_accuracy),
         "model_serving": model_serving(settings),
+        "prediction_checks": PredictionChecks(
+            drift_psi_threshold=settings.prediction_checks.drift_psi_threshold,
+            low_confidence_probability=settings.prediction_checks.low_confidence_probability,
+            low_confidence_max_share=settings.prediction_checks.low_confidence_max_share,
+        ),
     }
 
 

@@ -296,6 +296,7 @@ def test_ingest_train_and_score_end_to_end_on_batch_with_the_real_workload(
     from assets.predictions import INFERENCE_BATCHES, mnist_predictions
     from assets.raw_mnist import raw_mnist
     from resources.mnist_source import MnistSource
+    from resources.prediction_checks import PredictionChecks
     from resources.quality import QualityGate
     from tests.support.synthetic import write_batch
 
@@ -318,6 +319,7 @@ def test_ingest_train_and_score_end_to_end_on_batch_with_the_real_workload(
         "ingest_compute": batch,
         "mnist_source": MnistSource(location=str(synthetic_source)),
         "quality": QualityGate(min_accuracy=0.8),
+        "prediction_checks": PredictionChecks(),
     }
     small = TrainingConfig(pca_components=20, kernel_components=200)
     trained = dg.materialize(
@@ -349,6 +351,9 @@ def test_ingest_train_and_score_end_to_end_on_batch_with_the_real_workload(
     summary = store.get_json("predictions/b1/summary.json")
     assert summary["images"] == 40
     assert store.exists("predictions/b1/predictions.csv")
+    # The prediction checks read the batch's IDX headers and the predictions from Blob storage.
+    rows = {e.check_name: e for e in scored.get_asset_check_evaluations()}["one_prediction_per_image"]
+    assert rows.passed and rows.metadata["images"].value == 40, rows.description
 
 
 def test_settings_choose_azure_batch_only_with_blob_storage_and_keep_the_key_secret() -> None:

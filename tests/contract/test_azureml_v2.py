@@ -301,6 +301,7 @@ def test_assets_materialize_end_to_end_on_azureml_fakes(
     from assets.raw_mnist import raw_mnist
     from resources.compute.azureml import AzureMLPipelineBackend
     from resources.mnist_source import MnistSource
+    from resources.prediction_checks import PredictionChecks
     from resources.quality import QualityGate
     from tests.support.fakes.azureml_v1 import FakeAzureMLPipelines
     from tests.support.synthetic import write_batch
@@ -332,6 +333,7 @@ def test_assets_materialize_end_to_end_on_azureml_fakes(
             "ingest_compute": LocalProcessBackend(work_dir=str(tmp_path / "compute")),
             "mnist_source": MnistSource(location=str(synthetic_source)),
             "quality": QualityGate(min_accuracy=0.8),
+            "prediction_checks": PredictionChecks(),
         }
         config = dg.RunConfig(ops={"mnist_model": TrainingConfig(pca_components=20, kernel_components=200)})
         trained = dg.materialize(

@@ -353,6 +353,7 @@ def test_mnist_model_trains_as_a_command_job_and_the_batch_endpoint_serves_it(
     from assets.raw_mnist import raw_mnist
     from resources.compute.azureml import AzureMLBatchEndpointBackend
     from resources.mnist_source import MnistSource
+    from resources.prediction_checks import PredictionChecks
     from resources.quality import QualityGate
     from tests.support.synthetic import write_batch
 
@@ -380,6 +381,7 @@ def test_mnist_model_trains_as_a_command_job_and_the_batch_endpoint_serves_it(
             "ingest_compute": LocalProcessBackend(work_dir=str(tmp_path / "compute")),
             "mnist_source": MnistSource(location=str(synthetic_source)),
             "quality": QualityGate(min_accuracy=0.8),
+            "prediction_checks": PredictionChecks(),
         }
         config = dg.RunConfig(ops={"mnist_model": TrainingConfig(pca_components=20, kernel_components=200)})
         trained = dg.materialize(

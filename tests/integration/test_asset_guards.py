@@ -14,6 +14,7 @@ from assets.layout import CURRENT, MODELS_PREFIX, RAW_PREFIX, model_version_pref
 from assets.model import TrainingConfig, mnist_model, model_version
 from assets.predictions import INFERENCE_BATCHES, mnist_predictions
 from resources.compute import LocalProcessBackend
+from resources.prediction_checks import PredictionChecks
 from resources.quality import QualityGate
 from resources.storage import LocalObjectStore
 from tests.support.synthetic import write_batch
@@ -40,7 +41,9 @@ def store(tmp_path: Path) -> LocalObjectStore:
 def score(tmp_path: Path, store: LocalObjectStore, context: dg.AssetExecutionContext) -> str:
     backend = LocalProcessBackend(work_dir=str(tmp_path / "compute"))
     with pytest.raises(dg.Failure) as failure:
-        mnist_predictions(context, storage=store, scoring_compute=backend)
+        mnist_predictions(
+            context, storage=store, scoring_compute=backend, prediction_checks=PredictionChecks()
+        )
     assert not (tmp_path / "compute").exists() or not any((tmp_path / "compute").iterdir()), (
         "a compute job was started"
     )

@@ -1,6 +1,7 @@
 """The three assets through `materialize()` with local resources, on data the tests make."""
 
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from assets.predictions import INFERENCE_BATCHES, mnist_predictions
 from assets.raw_mnist import RawMnistConfig, raw_mnist
 from resources.compute import LocalProcessBackend
 from resources.mnist_source import MNIST_FILES, MnistSource
+from resources.prediction_checks import PredictionChecks
 from resources.quality import QualityGate
 from resources.storage import LocalObjectStore
 from tests.support.synthetic import write_batch, write_source
@@ -27,6 +29,7 @@ class Env:
         self.storage = LocalObjectStore(root=str(tmp_path / "store"))
         self.instance = dg.DagsterInstance.ephemeral()
         self.min_accuracy = 0.8
+        self.checks = PredictionChecks()
 
     @property
     def root(self) -> Path:
@@ -40,10 +43,11 @@ class Env:
             "ingest_compute": LocalProcessBackend(work_dir=str(self.tmp / "compute")),
             "mnist_source": MnistSource(location=str(self.source)),
             "quality": QualityGate(min_accuracy=self.min_accuracy),
+            "prediction_checks": self.checks,
         }
 
-    def add_batch(self, batch: str, n: int = 50) -> None:
-        write_batch(self.root / "inference" / batch, n=n)
+    def add_batch(self, batch: str, n: int = 50, digits: Sequence[int] = range(10)) -> None:
+        write_batch(self.root / "inference" / batch, n=n, digits=digits)
         (self.root / "inference" / batch / "_SUCCESS").touch()
         self.instance.add_dynamic_partitions(INFERENCE_BATCHES, [batch])
 
