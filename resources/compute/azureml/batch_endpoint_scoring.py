@@ -13,8 +13,8 @@ Calls (ARM = https://management.azure.com<workspace>, api-version 2023-10-01):
   the `azureml-model-deployment` header is set per request, so a deployment named for one call never
   leaks into the next (azure-ai-ml keeps it in a module-level dict)
 - GET ARM/jobs/<name>    status, and finding an earlier invocation      POST ARM/jobs/<name>/cancel
-- run history (H = https://<region>.api.azureml.ms/history/v1.0<workspace>, token audience
-  https://ml.azure.com, the calls azure-ai-ml's `jobs.stream` / `jobs.download` make for a batch job):
+- run history (H = https://<region>.api.azureml.ms/history/v1.0<workspace>, ?api-version=v1.0, an ARM
+  token: the calls azure-ai-ml's `jobs.stream` / `jobs.download` make for a batch job):
   GET H/runs/<job>/children (the job's one step, `batchscoring`), GET H/runs/<run>/details (status,
   error, logFiles: SAS URLs, never logged); the step's `logs/user/stdout/...` and `logs/user/stderr/...`
   files are read by offset while the job runs
@@ -139,7 +139,7 @@ class AzureMLBatchEndpointBackend(AzureMLBackend):
         else:
             return None
         return WorkspaceRuns(
-            self._rest(AZUREML_SCOPE, "AzureML run history"),
+            self._api(),  # an ARM token, as azure-ai-ml's run-history client sends (the service takes both)
             self._rest(None, "AzureML log files"),  # SAS URLs: no token goes with them
             lambda path: f"{base}/history/v1.0{self.workspace_path}/{path}",
         )

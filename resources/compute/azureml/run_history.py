@@ -11,7 +11,8 @@ azureml-core makes for the same purpose:
 
 A v2 job is a run too. Its calls are workspace-scoped (W = .../history/v1.0/<workspace>), as azure-ai-ml's
 RunOperations makes them (`jobs.stream`, `jobs.download`): GET W/runs/<id>/details (Runs_GetDetails) and
-GET W/runs/<id>/children (Runs_GetChild: a batch job's one step, `batchscoring`).
+GET W/runs/<id>/children (Runs_GetChild: a batch job's one step, `batchscoring`), each with the query
+`api-version=v1.0` and an ARM token, as that client sends them.
 """
 
 from __future__ import annotations
@@ -186,6 +187,9 @@ def run_error(details: Mapping[str, Any]) -> str | None:
     return ((details.get("error") or {}).get("error") or {}).get("message")
 
 
+V1 = {"api-version": "v1.0"}  # azure-ai-ml's run-history client adds it to every call
+
+
 class WorkspaceRuns(RunHistory):
     """Run history addressed by run id alone (workspace-scoped), as azure-ai-ml reads v2 jobs."""
 
@@ -196,15 +200,15 @@ class WorkspaceRuns(RunHistory):
         """Runs_GetDetails: status, error, logFiles (`RunOperations.get_run_details`)."""
         return (
             self.api.call(
-                "GET", self.url(f"runs/{quote(run_id)}/details"), what=f"details of run {run_id}"
+                "GET", self.url(f"runs/{quote(run_id)}/details"), params=V1, what=f"details of run {run_id}"
             ).json()
             or {}
         )
 
     def run_children(self, run_id: str) -> list[dict[str, Any]]:
-        """Runs_GetChild, the first page (`RunOperations.get_run_children`, no query)."""
+        """Runs_GetChild, the first page (`RunOperations.get_run_children`, no $top)."""
         data = self.api.call(
-            "GET", self.url(f"runs/{quote(run_id)}/children"), what=f"steps of run {run_id}"
+            "GET", self.url(f"runs/{quote(run_id)}/children"), params=V1, what=f"steps of run {run_id}"
         ).json()
         return list((data or {}).get("value") or [])
 

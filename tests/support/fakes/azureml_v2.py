@@ -348,6 +348,7 @@ class FakeAzureMLBatch(FakeWorkspace):
         fail, self.fail_next = self.fail_next, None
         if self.mode == "simulate" or fail:
             job.fail_message = fail
+            job.simulated_log = [f"{name}: simulated scoring"]  # the script's stdout
             job.simulated_outputs = {
                 "predictions.csv": b"source_file,index,predicted_label,probability\nimages.idx3-ubyte.gz,0,7,0.99000\n",
                 "summary.json": json.dumps(
