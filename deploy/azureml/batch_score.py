@@ -8,6 +8,10 @@ the whole batch and writes `predictions.csv` and `summary.json` (last) into the 
 
 `python deploy/azureml/batch_score.py --model-dir M --output-dir O FILE...` runs the same two calls
 as the batch driver does (used by the tests' contract fake). No Dagster here.
+
+On a bad input file the workload prints its traceback, then its failure record as the last line of
+stderr, and `run()` raises: the batch job fails (the deployment's error threshold is 0) and the
+orchestrator reads the record from the step's stderr log through run history.
 """
 
 from __future__ import annotations
@@ -62,7 +66,15 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["AZUREML_MODEL_DIR"] = args.model_dir
     os.environ["AZUREML_BI_OUTPUT_PATH"] = args.output_dir
     init()
-    for line in run(args.files):
+    try:
+        lines = run(args.files)
+    except Exception as error:
+        # As the batch driver does, an error of run() is not printed again after the script's own report:
+        # the workload's failure record stays the last line of stderr (workload.failure).
+        if getattr(error, "workload_failure_reported", False):
+            return 1
+        raise
+    for line in lines:
         print(line, flush=True)
     return 0
 

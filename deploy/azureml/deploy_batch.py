@@ -32,6 +32,9 @@ from deploy.azureml._common import add_workspace_arguments
 from deploy.azureml.publish_pipeline import PROJECT_ROOT, stage_snapshot
 
 MINI_BATCH_FILES = 1000  # more files than any inference batch: one run() sees the whole batch
+# A failed run() fails the job (the service's default, -1, ignores every failure: the job would complete
+# without outputs and the workload's failure record would never reach the orchestrator).
+ERROR_THRESHOLD = 0
 
 
 def _settings() -> Any:
@@ -62,6 +65,7 @@ def plan(args: argparse.Namespace, model_path: str, version: str) -> dict[str, A
             "mini_batch_size": MINI_BATCH_FILES,
             "output_action": "summary_only",
             "instance_count": 1,
+            "error_threshold": ERROR_THRESHOLD,
         },
     }
 
@@ -116,6 +120,7 @@ def deploy(args: argparse.Namespace, model_path: str, version: str) -> str:
                 instance_count=1,
                 max_concurrency_per_instance=1,
                 output_action=BatchDeploymentOutputAction.SUMMARY_ONLY,
+                error_threshold=ERROR_THRESHOLD,
             ),
         )
         ml.batch_deployments.begin_create_or_update(deployment).result()

@@ -43,8 +43,8 @@ class AzureMLSettings(EnvironmentSettings):
     region: str | None = variable(
         "MNIST_AZUREML_REGION",
         None,
-        "workspace region, e.g. westeurope (v1 pipelines and run history, where v2 training reads job logs, are "
-        "https://<region>.api.azureml.ms)",
+        "workspace region, e.g. westeurope (v1 pipelines and run history, where v2 training and scoring read job "
+        "logs and errors, are https://<region>.api.azureml.ms)",
     )
     service_url: str | None = variable(
         "MNIST_AZUREML_SERVICE_URL", None, "v1 pipelines/run-history base URL instead of the regional one"

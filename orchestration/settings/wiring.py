@@ -135,6 +135,8 @@ def azureml_backend(settings: Settings, role: ComputeRole) -> ComputeBackend:
         endpoint_name=aml.batch_endpoint,
         deployment_name=aml.batch_deployment,
         experiment_name=aml.scoring_experiment,
+        region=aml.region,  # run history: the batch job's logs and errors
+        service_url=aml.service_url,
     )
 
 

@@ -51,6 +51,7 @@ def backend(
         "workspace_name": fake.workspace,
         "datastore": fake.datastore,
         "arm_url": fake.url,
+        "service_url": fake.url,  # run history: the job's logs and errors
         "allow_http_loopback": True,
         "credential": "python:tests.support.fakes.http:fake_credential",
         "endpoint_name": fake.endpoint_name,
@@ -109,6 +110,13 @@ def test_success_invokes_once_and_copies_outputs(fake: FakeAzureMLBatch, store: 
     assert "ml.azure.com/runs/" + job.name in str(meta["azureml_job_url"].value)
     logs = [e.user_message for e in INSTANCE.all_logs(result.run_id)]
     assert any(f"batch job {job.name}: Completed" in m for m in logs)
+    # The scoring script's output, read from the job's step in run history; its SAS URL never shown.
+    stdout = "batchscoring/logs/user/stdout/10.0.0.4/process000.stdout.txt: "
+    assert any(stdout in m and f"{job.name}: simulated scoring" in m for m in logs), logs
+    assert not [m for m in logs if "sig=" in m or "/batchlogs/" in m]
+    history = fake.server.calls_to("run_children") + fake.server.calls_to("run_details")
+    assert history and {c.audience for c in history} == {"https://management.azure.com"}
+    assert {c.audience for c in fake.server.calls_to("batch_log")} == {""}, "a SAS URL gets no token"
 
 
 def test_each_submission_gets_a_fresh_output_path_and_the_fake_refuses_an_existing_one(
@@ -163,8 +171,31 @@ def test_remote_failure_is_surfaced_and_publishes_nothing(fake: FakeAzureMLBatch
     fake.fail_next = "scoring script crashed"
     result = materialize(backend(fake), store)
     assert not result.success
-    assert "is Failed; see https://ml.azure.com/runs/" in error_text(result)
+    text = error_text(result)
+    # The job's error and its step's, as run history reports them, and where to look.
+    assert "is Failed: Pipeline has failed child jobs" in text, text
+    assert "step batchscoring: The scoring script failed: scoring script crashed" in text, text
+    assert "; see https://ml.azure.com/runs/" in text and "sig=" not in text
     assert not store.exists(f"{OUT}/summary.json")
+
+
+def test_without_a_region_a_failure_says_where_its_logs_would_come_from(
+    fake: FakeAzureMLBatch, store: ObjectStore
+) -> None:
+    fake.fail_next = "scoring script crashed"
+    result = materialize(backend(fake, service_url=None), store)
+    text = error_text(result)
+    assert "is Failed: set MNIST_AZUREML_REGION to read the job's error and logs" in text, text
+    assert not fake.server.calls_to("run_details") and not fake.server.calls_to("run_children")
+
+
+def test_run_history_faults_do_not_fail_the_step(fake: FakeAzureMLBatch, store: ObjectStore) -> None:
+    """Logs are best effort: run history or a log file failing (after the retries) only costs log lines."""
+    fake.server.inject("run_children", "500", "reset")
+    fake.server.inject("batch_log", *["503"] * 20)
+    result = materialize(backend(fake, request_retries=1), store)
+    assert result.success, error_text(result)
+    assert fake.invocations == 1
 
 
 class InterruptedBackend(AzureMLBatchEndpointBackend):
@@ -188,7 +219,16 @@ def test_cancel_from_dagster_cancels_the_batch_job(fake: FakeAzureMLBatch, store
 def test_fault_at_every_call_still_one_invocation(
     fake: FakeAzureMLBatch, store: ObjectStore, fault: str
 ) -> None:
-    for route in ("endpoint", "deployment", "model", "invoke", "jobs_list", "job"):
+    for route in (
+        "endpoint",
+        "deployment",
+        "model",
+        "invoke",
+        "jobs_list",
+        "job",
+        "run_children",
+        "run_details",
+    ):
         fake.server.inject(route, fault)
     result = materialize(backend(fake), store)
     assert result.success, error_text(result)

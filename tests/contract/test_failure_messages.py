@@ -155,22 +155,16 @@ def azureml_v2(store: ObjectStore) -> Iterator[FakeAzureMLBatch]:
         fake.stop()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="the AzureML v2 backend hands the driver no stderr tail or job error of a failed batch job "
-    "(only 'batch job X is Failed; see <studio>'), and a model deployment has no Pipes channel back: "
-    "the workload's failure record cannot reach the driver until the backend reads the job's logs",
-)
 def test_azureml_v2_batch_endpoint(azureml_v2: FakeAzureMLBatch, store: ObjectStore) -> None:
     fake = azureml_v2
     backend = AzureMLBatchEndpointBackend(
         subscription_id=fake.subscription, resource_group=fake.resource_group, workspace_name=fake.workspace,
         datastore=fake.datastore, arm_url=fake.url, allow_http_loopback=True,
         credential="python:tests.support.fakes.http:fake_credential", endpoint_name=fake.endpoint_name,
-        poll_initial_seconds=0.05, poll_floor_seconds=0.1, poll_max_seconds=0.2, request_timeout_seconds=0.5,
+        service_url=fake.url, poll_initial_seconds=0.05, poll_floor_seconds=0.1, poll_max_seconds=0.2,
+        request_timeout_seconds=0.5,
     )  # fmt: skip
-    headline, metadata, _ = failure_of(backend, store, "score")
+    headline, metadata, text = failure_of(backend, store, "score")
     check(
         headline,
         metadata,
@@ -179,3 +173,5 @@ def test_azureml_v2_batch_endpoint(azureml_v2: FakeAzureMLBatch, store: ObjectSt
         AzureMLBatchEndpointBackend.client_name,
         "score",
     )
+    assert "IdxFormatError" in text, "the workload's traceback, read from the step's stderr log, is kept"
+    assert "batchscoring" in text and "sig=" not in text, "the step's error, and no SAS token"

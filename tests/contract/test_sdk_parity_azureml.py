@@ -333,6 +333,7 @@ def test_v2_calls_match_azure_ai_ml(
         workspace_name=v2.workspace,
         datastore=v2.datastore,
         arm_url=v2.url,
+        service_url=v2.url,
         allow_http_loopback=True,
         credential="python:tests.support.fakes.http:fake_credential",
         endpoint_name=v2.endpoint_name,
@@ -387,6 +388,26 @@ def test_v2_calls_match_azure_ai_ml(
         parity.compare(
             "job", _requests(v2, "job", lambda: ours.status(job)), _requests(v2, "job", lambda: sdk.job(job))
         )
+        # The job's logs, through run history, as azure-ai-ml's jobs.stream / jobs.download read them.
+        _wait(lambda: v2.jobs[job].job.state == "Running" and v2.jobs[job].job.log is not None)
+        ours.status(job)
+        step = v2.jobs[job].child_run
+        parity.compare(
+            "run children",
+            _requests(v2, "run_children", lambda: ours.new_log_lines(job)),
+            _requests(v2, "run_children", lambda: sdk.run_children(job)),
+        )
+        parity.compare(
+            "run details",
+            _requests(v2, "run_details", lambda: ours.new_log_lines(job)),
+            _requests(v2, "run_details", lambda: sdk.run_details(step)),
+        )
+        log_url = next(iter(sdk.run_details(step)["logFiles"].values()))
+        parity.compare(
+            "log file",
+            _requests(v2, "batch_log", lambda: ours.new_log_lines(job)),
+            _requests(v2, "batch_log", lambda: sdk.log_file(log_url)),
+        )
         missing = WorkloadRequest("score", "never/submitted", request.inputs, request.outputs)
         assert ours.find_job(missing) is None and not sdk.job(job_name(missing))
         parity.compare(
@@ -399,6 +420,9 @@ def test_v2_calls_match_azure_ai_ml(
             _requests(v2, "cancel", lambda: ours.cancel(job)),
             _requests(v2, "cancel", lambda: sdk.cancel(job)),
         )
+    # Log files are read from the SAS URL run history hands out: no token goes with them.
+    log_reads = [s for s in v2.seen if s.route == "batch_log"]
+    assert log_reads and all("authorization" not in s.headers for s in log_reads)
     parity.check()
 
 

@@ -255,6 +255,27 @@ class V2Sdk:
     def cancel(self, name: str) -> None:
         self.ml.jobs.begin_cancel(name).result(timeout=10)
 
+    def _runs(self) -> Any:
+        """azure-ai-ml's run-history operations, which `jobs.stream` and `jobs.download` use for a batch job.
+        The SDK finds run history's URL in the workspace's discovery document; here it is the fake's."""
+        jobs: Any = self.ml.jobs
+        jobs._api_base_url = self.fake.url
+        return jobs._runs_operations
+
+    def run_children(self, run_id: str) -> list[Any]:
+        return list(self._runs().get_run_children(run_id))
+
+    def run_details(self, run_id: str) -> dict[str, Any]:
+        return self._runs().get_run_details(run_id).as_dict()
+
+    def log_file(self, url: str) -> str:
+        """A log file's SAS URL read as `jobs.stream` reads it (download_text_from_url, no token)."""
+        from azure.ai.ml._utils.utils import create_requests_pipeline_with_retry, download_text_from_url
+
+        jobs: Any = self.ml.jobs
+        pipeline = create_requests_pipeline_with_retry(requests_pipeline=jobs._requests_pipeline)
+        return str(download_text_from_url(url, pipeline))
+
     # ---- the rollout's calls (resources/serving/azureml_batch.py), as deploy/azureml/deploy_batch.py makes them ----
     def register_model(self, name: str, version: str, path: str, tags: dict[str, str]) -> None:
         from azure.ai.ml.constants import AssetTypes

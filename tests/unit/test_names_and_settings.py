@@ -136,5 +136,5 @@ def test_defaults_of_the_settings_are_the_resources_own() -> None:
         pipeline_endpoint="mnist-training",
     )
     assert azureml.compute_backend("scoring") == AzureMLBatchEndpointBackend(
-        subscription_id="s", resource_group="r", workspace_name="w"
+        subscription_id="s", resource_group="r", workspace_name="w", region="westeurope"
     )

@@ -13,6 +13,18 @@ Calls (ARM = https://management.azure.com<workspace>, api-version 2023-10-01):
   the `azureml-model-deployment` header is set per request, so a deployment named for one call never
   leaks into the next (azure-ai-ml keeps it in a module-level dict)
 - GET ARM/jobs/<name>    status, and finding an earlier invocation      POST ARM/jobs/<name>/cancel
+- run history (H = https://<region>.api.azureml.ms/history/v1.0<workspace>, ?api-version=v1.0, an ARM
+  token: the calls azure-ai-ml's `jobs.stream` / `jobs.download` make for a batch job):
+  GET H/runs/<job>/children (the job's one step, `batchscoring`), GET H/runs/<run>/details (status,
+  error, logFiles: SAS URLs, never logged); the step's `logs/user/stdout/...` and `logs/user/stderr/...`
+  files are read by offset while the job runs
+
+Logs and failures: a model deployment has no Pipes channel back, so the job's own logs are the way
+back. Each poll logs status transitions and the scoring script's new output lines; when the job fails,
+the step fails with the job's and the step's errors as run history reports them, and the end of the
+script's stderr, whose last line carries the workload's failure record (workload.failure), so the
+failure reads as on every other backend. Without a region (or service URL) only status transitions
+and the job's state are known.
 
 Idempotency: the invocation names its job after the Dagster idempotency key (`job_name`), and its
 output folder after the job, so a submission whose answer was lost is found with Jobs_Get and its
@@ -21,8 +33,8 @@ invocation's properties or on the jobs listing's order, which nothing documents;
 invocation cannot tag its job (BatchJobSchema has no tags), and the 2023-10-01 listing filters by
 tag key only.
 
-Which model scores: the deployment serves one registered model (deploy/azureml/deploy_batch.py
-registers the promoted model folder and deploys it). Before invoking, the backend checks that the
+Which model scores: the deployment serves one registered model (the mnist_model_serving asset, or
+deploy/azureml/deploy_batch.py by hand, registers the promoted model folder and deploys it). Before invoking, the backend checks that the
 deployment's model is the promoted model the asset asked for (same datastore folder) and fails with
 what to run otherwise: scoring with a model other than the promoted one would be silent drift.
 """
@@ -33,8 +45,9 @@ import contextlib
 import hashlib
 import re
 import uuid
+from collections import deque
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 from urllib.parse import quote
 
@@ -44,15 +57,21 @@ from pydantic import PrivateAttr
 from resources.azure.errors import PermanentAzureError, TransientAzureError
 from resources.azure.rest import ARM_SCOPE, AZUREML_SCOPE
 from resources.azure.retry import Backoff, submit_once
-from resources.compute.base import JobState, JobStatus, WorkloadRequest
+from resources.compute.base import STDERR_TAIL_LINES, JobState, JobStatus, WorkloadRequest
 from resources.compute.outputs import completion_marker, copy_prefix, is_complete
 from resources.storage import ObjectStore
 
+from .run_history import Step, WorkspaceRuns, run_error
 from .workspace import AzureMLBackend, LogLinePipesReader
 
 API_VERSION = "2023-10-01"
 OUTPUTS_PREFIX = "_batch_outputs"
 KEY_PROPERTY = "dagster.idempotency_key"  # for people reading the job in the studio; never read back
+# The scoring script's output in a batch job's step: the parallel-run driver's per-process files, or the
+# common runtime's std_log (what `az ml job stream` reads for other jobs).
+USER_LOG = re.compile(r"^(logs/user/(stdout|stderr)/.+\.txt|user_logs/std_log[^/]*\.txt)$")
+STDERR_LOG = re.compile(r"^(logs/user/stderr/.+|user_logs/std_log[^/]*\.txt)$")
+_NOT_STARTED = {"notstarted", "starting", "provisioning", "preparing", "queued", "unknown", ""}
 _STATES = {
     "notstarted": JobState.QUEUED,
     "starting": JobState.QUEUED,
@@ -78,6 +97,9 @@ class _JobInfo:
     model: str | None = None
     studio_url: str | None = None
     reported: str = ""  # the last status logged
+    steps: dict[str, Step] = field(default_factory=dict)  # the job's step runs (batchscoring), by run id
+    tail: deque[str] = field(default_factory=lambda: deque(maxlen=STDERR_TAIL_LINES))  # the script's stderr
+    logs_done: bool = False
 
 
 class AzureMLBatchEndpointBackend(AzureMLBackend):
@@ -95,6 +117,9 @@ class AzureMLBatchEndpointBackend(AzureMLBackend):
     model_input: str = "model"
     output_name: str = "score"  # model deployments have one output, named "score"
     check_model: bool = True
+    # Run history (the job's logs and errors) is https://<region>.api.azureml.ms; unset: not read.
+    region: str | None = None
+    service_url: str | None = None  # overrides the regional URL (sovereign clouds, test doubles)
 
     client_name: ClassVar[str] = "azureml-batch-endpoint"
     _jobs: dict[str, _JobInfo] = PrivateAttr(default_factory=dict)
@@ -105,6 +130,19 @@ class AzureMLBatchEndpointBackend(AzureMLBackend):
 
     def _api(self) -> Any:
         return self._rest(ARM_SCOPE, "AzureML")
+
+    def _history(self) -> WorkspaceRuns | None:
+        if self.service_url:
+            base = self.service_url.rstrip("/")
+        elif self.region:
+            base = f"https://{self.region}.api.azureml.ms"
+        else:
+            return None
+        return WorkspaceRuns(
+            self._api(),  # an ARM token, as azure-ai-ml's run-history client sends (the service takes both)
+            self._rest(None, "AzureML log files"),  # SAS URLs: no token goes with them
+            lambda path: f"{base}/history/v1.0{self.workspace_path}/{path}",
+        )
 
     def _get(self, path: str, what: str, fix: str = "") -> Any:
         return (
@@ -162,7 +200,8 @@ class AzureMLBatchEndpointBackend(AzureMLBackend):
             raise PermanentAzureError(
                 f"AzureML: deployment {deployment_name!r} of batch endpoint {self.endpoint_name!r} serves model "
                 f"{name}:{version} from {served or 'an unknown location'}, but the promoted model is {wanted}. "
-                f"Deploy the promoted model first: python -m deploy.azureml.deploy_batch --model-path {model_prefix}"
+                "Roll the promoted model out first: materialize mnist_model_serving (model_rollout_sensor does "
+                f"it after each promotion), or python -m deploy.azureml.deploy_batch --model-path {model_prefix}"
             )
         return f"{name}:{version}"
 
@@ -255,9 +294,27 @@ class AzureMLBatchEndpointBackend(AzureMLBackend):
         studio = ((props.get("services") or {}).get("Studio") or {}).get("endpoint")
         info.studio_url = studio or info.studio_url
         state = _STATES.get(info.status.lower(), JobState.QUEUED)
-        if state in (JobState.FAILED, JobState.CANCELED):
+        if state is JobState.FAILED:
+            return JobStatus(state, self._failure_message(job_id, info))
+        if state is JobState.CANCELED:
             return JobStatus(state, f"batch job {job_id} is {info.status}; see {self.job_url(job_id)}")
         return JobStatus(state)
+
+    def _failure_message(self, job_id: str, info: _JobInfo) -> str:
+        """The job's error and its failed step's, as run history reports them (what the studio shows)."""
+        errors: list[str] = []
+        history = self._history()
+        if history is not None:
+            with contextlib.suppress(TransientAzureError, PermanentAzureError):
+                errors.append(run_error(history.run_details(job_id)) or "no error reported")
+                for child in history.run_children(job_id):
+                    if str(child.get("status", "")).lower() == "failed":
+                        name = child.get("displayName") or child.get("name") or child.get("runId")
+                        error = run_error(history.run_details(str(child["runId"])))
+                        errors.append(f"step {name}: {error or 'failed'}")
+        else:
+            errors.append("set MNIST_AZUREML_REGION to read the job's error and logs from run history")
+        return f"batch job {job_id} is {info.status}: {'; '.join(errors)}; see {self.job_url(job_id)}"
 
     def cancel(self, job_id: str) -> None:
         self._api().call(
@@ -271,19 +328,49 @@ class AzureMLBatchEndpointBackend(AzureMLBackend):
         return self._info(job_id).studio_url or self.portal_url(job_id)
 
     def new_log_lines(self, job_id: str) -> list[str]:
-        """Status transitions (a model deployment's job carries no Pipes channel back)."""
+        """Status transitions and the scoring script's new output lines, read from the job's step in run
+        history (a model deployment's job carries no Pipes channel back); its stderr lines are kept for
+        `stderr_tail`."""
         info = self._info(job_id)
+        lines: list[str] = []
         if info.status and info.status != info.reported:
             info.reported = info.status
-            return [f"batch job {job_id}: {info.status}"]
-        return []
+            lines.append(f"batch job {job_id}: {info.status}")
+        history = self._history()
+        if history is None or info.logs_done or info.status.lower() in _NOT_STARTED:
+            return lines
+        terminal = _STATES.get(info.status.lower(), JobState.QUEUED).terminal
+        try:
+            for child in history.run_children(job_id):
+                run_id = str(child["runId"])
+                step = info.steps.setdefault(
+                    run_id, Step(str(child.get("displayName") or child.get("name") or run_id))
+                )
+                if str(child.get("status", "")).lower() in _NOT_STARTED:
+                    continue
+                log_files = history.run_details(run_id).get("logFiles") or {}
+                names = sorted(n for n in log_files if USER_LOG.match(n))
+                for name, line in history.new_log_text(log_files, names, step):
+                    lines.append(f"{step.name}/{name}: {line}")
+                    if STDERR_LOG.match(name):
+                        info.tail.append(line)
+        except (TransientAzureError, PermanentAzureError) as err:
+            # Logs are best effort: run history being unavailable must not fail (or orphan) the job.
+            return [*lines, f"batch job {job_id}: logs not readable now ({err.status or 'no answer'})"]
+        if terminal:
+            info.logs_done = True  # read once more after the end, then never again
+        return lines
+
+    def stderr_tail(self, job_id: str, store: ObjectStore) -> str:
+        """The end of the scoring script's stderr (its last line: the workload's failure record, if any)."""
+        return "\n".join(self._info(job_id).tail)
 
     @contextlib.contextmanager
     def pipes_session(
         self, context: dg.AssetExecutionContext, request: WorkloadRequest, store: ObjectStore
     ) -> Iterator[dg.PipesSession]:
         # Batch model deployments take data inputs only: there is no way to hand the job a Pipes
-        # bootstrap, so the session carries nothing; status transitions are logged instead.
+        # bootstrap, so the session carries nothing; the job's logs come from run history instead.
         reader = LogLinePipesReader()
         with dg.open_pipes_session(
             context=context, context_injector=dg.PipesEnvContextInjector(), message_reader=reader

@@ -8,12 +8,17 @@ azureml-core makes for the same purpose:
 - steps:  GET H/runs/<id>/children?$orderby=StartTimeUtc desc&$top=500 (`Run.get_children()`; status,
           and properties azureml.reusedrunid mark a reused step)
 - logs:   GET H/runs/<step>/details -> logFiles {name: SAS URL} (`Run.get_details()`), read incrementally
+
+A v2 job is a run too. Its calls are workspace-scoped (W = .../history/v1.0/<workspace>), as azure-ai-ml's
+RunOperations makes them (`jobs.stream`, `jobs.download`): GET W/runs/<id>/details (Runs_GetDetails) and
+GET W/runs/<id>/children (Runs_GetChild: a batch job's one step, `batchscoring`), each with the query
+`api-version=v1.0` and an ARM token, as that client sends them.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -175,3 +180,54 @@ class RunHistory:
                     continue
                 lines.append(f"{step.name}/{name}: {line}")
         return lines
+
+
+def run_error(details: Mapping[str, Any]) -> str | None:
+    """The error message of a run's details (ErrorResponse.error.message), if any."""
+    return ((details.get("error") or {}).get("error") or {}).get("message")
+
+
+V1 = {"api-version": "v1.0"}  # azure-ai-ml's run-history client adds it to every call
+
+
+class WorkspaceRuns(RunHistory):
+    """Run history addressed by run id alone (workspace-scoped), as azure-ai-ml reads v2 jobs."""
+
+    def __init__(self, api: AzureRest, log_files: AzureRest, url: Callable[[str], str]) -> None:
+        super().__init__(api, log_files, url, experiment="")
+
+    def run_details(self, run_id: str) -> dict[str, Any]:
+        """Runs_GetDetails: status, error, logFiles (`RunOperations.get_run_details`)."""
+        return (
+            self.api.call(
+                "GET", self.url(f"runs/{quote(run_id)}/details"), params=V1, what=f"details of run {run_id}"
+            ).json()
+            or {}
+        )
+
+    def run_children(self, run_id: str) -> list[dict[str, Any]]:
+        """Runs_GetChild, the first page (`RunOperations.get_run_children`, no $top)."""
+        data = self.api.call(
+            "GET", self.url(f"runs/{quote(run_id)}/children"), params=V1, what=f"steps of run {run_id}"
+        ).json()
+        return list((data or {}).get("value") or [])
+
+    def new_log_text(
+        self, log_files: Mapping[str, str], names: Iterable[str], step: Step
+    ) -> list[tuple[str, str]]:
+        """(file name, line) for each complete line written to the files `names` (from `log_files`, name ->
+        SAS URL) since the last call; offsets are kept in `step`. A file not readable now is skipped (logs are
+        best effort), its URL never shown."""
+        read: list[tuple[str, str]] = []
+        for name in names:
+            offset = step.log_offsets.get(name, 0)
+            try:
+                body = self.log_files.call(
+                    "GET", str(log_files[name]), what=f"log file {name} of {step.name}"
+                ).body
+            except (TransientAzureError, PermanentAzureError):
+                continue
+            complete = body[offset : body.rfind(b"\n") + 1] if len(body) > offset else b""
+            step.log_offsets[name] = offset + len(complete)
+            read += [(name, line) for line in complete.decode(errors="replace").splitlines() if line.strip()]
+        return read

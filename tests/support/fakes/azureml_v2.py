@@ -12,6 +12,13 @@ header is sent, cancel answers 202 + Location polled until done. Nothing undocum
 the job does not carry the invocation's own properties back, and the jobs listing has no order. Jobs really run the deployment's
 scoring script (deploy/azureml/batch_score.py) on the files from the datastore (Azurite) with the
 deployment's registered model, and upload its output folder; `mode="simulate"` writes stand-in files.
+
+Run history (workspace-scoped, as azure-ai-ml's `jobs.stream`/`jobs.download` read a batch job): a batch
+job is a pipeline run whose one child run, `batchscoring`, runs the scoring script. The parent's details
+carry the job's error; the child's details list the script's logs in `logFiles` as SAS URLs, where the
+parallel-run driver keeps them (`logs/user/stdout/<node>/process000.stdout.txt` and
+`logs/user/stderr/<node>/process000.stderr.txt`), and its own error. Answers are validated against the
+run-history v1.0 spec; nothing the spec does not define is added.
 """
 
 from __future__ import annotations
@@ -22,12 +29,13 @@ import re
 import sys
 import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from resources.storage import ObjectStore
 from tests.support.fakes import specs
-from tests.support.fakes.http import ARM, AZUREML, FakeHttpServer, Reply, Request
+from tests.support.fakes.http import ARM, AZUREML, AZUREML_OR_ARM, FakeHttpServer, Reply, Request
 from tests.support.fakes.jobs import FakeWorkspace, Mount, SimJob
 
 A = r"/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers/Microsoft\.MachineLearningServices/workspaces/(?P<ws>[^/]+)"
@@ -56,6 +64,16 @@ BATCH_JOB_KEYS = {
 # A job name, as ARM names a workspace's jobs (the 2023-10-01 spec's JobBase name pattern is not stated;
 # this is the service's documented rule for names: letters, digits, '-' and '_', 255 at most).
 JOB_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_-]{0,254}$")
+# Run history, workspace-scoped (Runs_GetDetails, Runs_GetChild: the routes azure-ai-ml's RunOperations call).
+HISTORY = r"/history/v1\.0" + A
+# Where the parallel-run driver of a batch deployment keeps the scoring script's output, per node and
+# process (docs: "Troubleshooting batch endpoints", "Troubleshoot ParallelRunStep"); one node, one process.
+NODE = "10.0.0.4"
+STDOUT_LOG = f"logs/user/stdout/{NODE}/process000.stdout.txt"
+STDERR_LOG = f"logs/user/stderr/{NODE}/process000.stderr.txt"
+SCORING_STEP = (
+    "batchscoring"  # the child run of a batch job (azure-ai-ml: `_get_batch_job_scoring_output_uri`)
+)
 
 
 def _lower(d: Any) -> Any:
@@ -73,6 +91,7 @@ class BatchJob:
     job: SimJob
     cancel_polls: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    child_run: str = field(default_factory=lambda: str(uuid.uuid4()))  # the batchscoring step's run id
 
 
 class FakeAzureMLBatch(FakeWorkspace):
@@ -110,6 +129,7 @@ class FakeAzureMLBatch(FakeWorkspace):
         self.jobs: dict[str, BatchJob] = {}
         self.fail_next: str | None = None
         self.honours_job_name = True  # False: a service that names jobs itself (what the backend must notice)
+        self._epoch = datetime.now(UTC).timestamp()  # wall time of the clock's 0, for run-history times
         self._routes()
 
     # ---- the AzureML side (what deploy/azureml/deploy_batch.py does) -----------------------------------
@@ -160,6 +180,22 @@ class FakeAzureMLBatch(FakeWorkspace):
         r("POST", A + r"/jobs/(?P<job>[^/]+)/cancel", "cancel", self._cancel, audience=ARM)
         r("GET", r"/operations/cancel/(?P<job>[^/]+)", "cancel_status", self._cancel_status, audience=ARM)
         r("POST", r"/endpoints/(?P<ep>[^/]+)/jobs", "invoke", self._invoke, audience=AZUREML)
+        # Run history takes an AzureML token (azure-ai-ml) or an ARM one (azureml-core); log files are SAS URLs.
+        r(
+            "GET",
+            HISTORY + r"/runs/(?P<run>[^/]+)/details",
+            "run_details",
+            self._run_details,
+            audience=AZUREML_OR_ARM,
+        )
+        r(
+            "GET",
+            HISTORY + r"/runs/(?P<run>[^/]+)/children",
+            "run_children",
+            self._run_children,
+            audience=AZUREML_OR_ARM,
+        )
+        r("GET", r"/batchlogs/(?P<run>[^/]+)/(?P<file>.+)", "batch_log", self._batch_log, audience=None)
 
     def _arm_check(self, req: Request) -> Reply | None:
         g = req.match.groupdict()
@@ -209,6 +245,8 @@ class FakeAzureMLBatch(FakeWorkspace):
                 },
                 "outputAction": "SummaryOnly",
                 "miniBatchSize": 1000,
+                # As deploy_batch.py deploys it: a failed run() fails the job (the fake's jobs fail so).
+                "errorThreshold": 0,
                 "provisioningState": "Succeeded",
             },
         }
@@ -310,6 +348,7 @@ class FakeAzureMLBatch(FakeWorkspace):
         fail, self.fail_next = self.fail_next, None
         if self.mode == "simulate" or fail:
             job.fail_message = fail
+            job.simulated_log = [f"{name}: simulated scoring"]  # the script's stdout
             job.simulated_outputs = {
                 "predictions.csv": b"source_file,index,predicted_label,probability\nimages.idx3-ubyte.gz,0,7,0.99000\n",
                 "summary.json": json.dumps(
@@ -334,10 +373,14 @@ class FakeAzureMLBatch(FakeWorkspace):
         out = next(m for m in mounts if m.output)
         out.local = base / "output"
         job.mounts = [model, data, out]
+        # The driver keeps the script's stdout and stderr apart (STDOUT_LOG, STDERR_LOG): the job's log is
+        # its stdout, its stderr goes to stderr.txt next to it.
         job.command = [
             sys.executable,
             "-c",
-            "import sys, pathlib, runpy; d = pathlib.Path(sys.argv[1]); "
+            "import os, sys, pathlib, runpy; "
+            f"os.dup2(os.open({str(base / 'stderr.txt')!r}, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), 2); "
+            "d = pathlib.Path(sys.argv[1]); "
             "files = sorted(str(p) for p in d.iterdir() if p.is_file() and p.name != '_SUCCESS'); "
             "sys.argv = ['batch_score.py', '--model-dir', sys.argv[2], '--output-dir', sys.argv[3], *files]; "
             "runpy.run_path('deploy/azureml/batch_score.py', run_name='__main__')",
@@ -404,6 +447,114 @@ class FakeAzureMLBatch(FakeWorkspace):
     def _cancel_status(self, req: Request) -> Reply:
         job = self.jobs[req.match["job"]]
         return Reply(200 if job.job.terminal else 202, None)
+
+    # ---- run history: a batch job is a pipeline run with one child, the batchscoring step --------------------
+    def _history_check(self, req: Request) -> Reply | None:
+        if (req.match["sub"], req.match["rg"], req.match["ws"]) != (
+            self.subscription,
+            self.resource_group,
+            self.workspace,
+        ):
+            return _error(404, "ResourceNotFound", f"workspace {req.match['ws']} not found")
+        return None
+
+    def _batch_run(self, run_id: str) -> tuple[BatchJob, bool] | None:
+        """(job, whether `run_id` is its batchscoring step) for a run of a batch job."""
+        for job in list(self.jobs.values()):
+            if run_id in (job.name, job.child_run):
+                return job, run_id == job.child_run
+        return None
+
+    def _step_logs(self, job: BatchJob) -> dict[str, Any]:
+        """The scoring script's log files that exist, by the name the driver gives them."""
+        sim = job.job
+        files: dict[str, Any] = {}
+        if sim.log is not None and sim.log.exists():
+            files[STDOUT_LOG] = sim.log
+        if sim.workdir is not None and (sim.workdir / "stderr.txt").exists():
+            files[STDERR_LOG] = sim.workdir / "stderr.txt"
+        return files
+
+    def _run_times(self, sim: SimJob) -> dict[str, str]:
+        def at(t: float | None) -> str | None:
+            return (
+                None
+                if t is None
+                else datetime.fromtimestamp(self._epoch + t / self.clock.scale, UTC).isoformat()
+            )
+
+        times = {"startTimeUtc": at(sim.started), "endTimeUtc": at(sim.ended)}
+        return {k: v for k, v in times.items() if v}
+
+    def _run_details(self, req: Request) -> Reply:
+        if (bad := self._history_check(req)) is not None:
+            return bad
+        found = self._batch_run(req.match["run"])
+        if found is None:
+            return _error(404, "RunNotFound", f"run {req.match['run']} not found")
+        job, step = found
+        sim = job.job
+        details: dict[str, Any] = {
+            "runId": job.child_run if step else job.name,
+            "status": STATUS[sim.state],
+            "properties": {},
+            "tags": {},
+            **self._run_times(sim),
+        }
+        if step:
+            details["parentRunId"] = job.name
+            details["logFiles"] = {
+                name: f"{self.url}/batchlogs/{job.child_run}/{name}?sv=2021&sig=not-a-secret"
+                for name in self._step_logs(job)
+            }
+        if sim.state == "Failed":
+            # The step reports the script's failure; the job (the pipeline run) that a step failed. Neither
+            # repeats the script's output: that is in the step's logs.
+            message = (
+                f"The scoring script failed: {sim.error.split(':', 1)[0] if sim.error else 'error'}. "
+                f"See {STDERR_LOG} and logs/user/error.txt"
+                if step
+                else f"Pipeline has failed child jobs. Failed nodes: /{SCORING_STEP}. "
+                "For more details and logs, please go to the job detail page and check the child jobs."
+            )
+            details["error"] = {"error": {"code": "UserError", "message": message}}
+        specs.validate(specs.RUN_HISTORY, "RunDetails", details)
+        return Reply(200, details)
+
+    def _run_children(self, req: Request) -> Reply:
+        if (bad := self._history_check(req)) is not None:
+            return bad
+        found = self._batch_run(req.match["run"])
+        if found is None:
+            return _error(404, "RunNotFound", f"run {req.match['run']} not found")
+        job, step = found
+        children: list[dict[str, Any]] = []
+        if not step and job.job.state != "NotStarted":  # the step exists once the job runs
+            children.append(
+                {
+                    "runId": job.child_run,
+                    "parentRunId": job.name,
+                    "rootRunId": job.name,
+                    "displayName": SCORING_STEP,
+                    "name": SCORING_STEP,
+                    "status": STATUS[job.job.state],
+                    "properties": {},
+                    "tags": {},
+                    **self._run_times(job.job),
+                }
+            )
+        page = {"value": children}
+        specs.validate(specs.RUN_HISTORY, "PaginatedRunList", page)
+        return Reply(200, page)
+
+    def _batch_log(self, req: Request) -> Reply:
+        if "sig" not in req.query:
+            return _error(403, "AuthenticationFailed", "missing SAS signature")
+        found = self._batch_run(req.match["run"])
+        path = self._step_logs(found[0]).get(req.match["file"]) if found and found[1] else None
+        if path is None:
+            return _error(404, "BlobNotFound", "log not found")
+        return Reply(200, raw=path.read_bytes())
 
 
 def _error(status: int, code: str, message: str) -> Reply:
