@@ -78,6 +78,8 @@ Run coordinator (run_coordinator)
   daemon calls at every dequeue iteration: the moment to put runs orphaned in STARTING back in the
   queue, with `DagsterEvent.job_enqueue` and `DagsterInstance.report_dagster_event`, as the daemon's
   own dequeuer re-queues a run whose launch failed. Nothing public runs code in the daemon's loop.
+- `DagsterInstance.get_records_for_run` (not marked public): when a run with no launcher recorded was
+  marked STARTING (its RUN_STARTING event), to tell a launch orphaned by a previous daemon.
 """
 
 from __future__ import annotations
@@ -339,6 +341,11 @@ RELIED_UPON: tuple[Internal, ...] = (
         "what get_run_queue_config returns",
     ),
     Internal("dagster:DagsterEvent.job_enqueue", "putting an orphaned run back in the queue", args=("run",)),
+    Internal(
+        "dagster:DagsterInstance.get_records_for_run",
+        "when an orphaned run was marked STARTING",
+        args=("run_id", "cursor", "of_type", "limit", "ascending"),
+    ),
     Internal(
         "dagster:DagsterInstance.report_dagster_event",
         "reporting the enqueue event of an orphaned run",

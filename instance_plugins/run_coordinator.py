@@ -50,6 +50,8 @@ from instance_plugins.warm_launcher import orphan_reason
 
 DEFAULT_IDEMPOTENCY_TAG = "adf/pipeline_run_id"
 ORPHAN_CHECK_SECONDS = 5.0
+# When this process started (the coordinator is loaded with the instance): in the daemon, when it started.
+PROCESS_STARTED = time.time()
 PARTITION_TAG = "dagster/partition"
 PARTITION_RANGE_TAGS = ("dagster/asset_partition_range_start", "dagster/asset_partition_range_end")
 REFUSED = "LaunchRefused"
@@ -218,6 +220,13 @@ class IdempotentQueuedRunCoordinator(dg.QueuedRunCoordinator):
         self._requeue_orphaned_launches()
         return super().get_run_queue_config()
 
+    def _starting_since(self, run_id: str) -> float | None:
+        """When the run was last marked STARTING (its RUN_STARTING event), if it was."""
+        records = self._instance.get_records_for_run(
+            run_id, None, dg.DagsterEventType.RUN_STARTING, 1, False
+        ).records
+        return records[0].timestamp if records else None
+
     def _requeue_orphaned_launches(self) -> None:
         now = time.time()
         if now - self._orphans_checked < ORPHAN_CHECK_SECONDS:
@@ -227,7 +236,11 @@ class IdempotentQueuedRunCoordinator(dg.QueuedRunCoordinator):
             starting = self._instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTING]))
             for stale in starting:
                 run = self._instance.get_run_by_id(stale.run_id)  # as of now, not as of the listing
-                reason = orphan_reason(run, time.time()) if run is not None else None
+                reason = (
+                    orphan_reason(run, time.time(), self._starting_since(run.run_id), PROCESS_STARTED)
+                    if run is not None
+                    else None
+                )
                 if run is None or reason is None:
                     continue
                 self._instance.report_engine_event(

@@ -44,6 +44,7 @@ import dagster as dg
 
 from instance_plugins.dagster_internals import (
     GRPC_INFO_TAG,
+    HIDDEN_TAG_PREFIX,
     CheckRunHealthResult,
     ConfigurableClass,
     ConfigurableClassData,
@@ -61,7 +62,8 @@ from instance_plugins.warm_process import WarmProcess, WarmProcessError
 DEFAULT_PRELOAD = ("dagster", "orchestration.definitions")
 # Run tag of a run being launched by this launcher: the launching process, as {"pid": int, "host": str,
 # "start": kernel start time, "at": epoch seconds}.
-LAUNCHER_TAG = "mnist/launcher"
+# Hidden in the UI like WORKER_TAG: users have no use for it.
+LAUNCHER_TAG = f"{HIDDEN_TAG_PREFIX}mnist/launcher"
 # A run worker forked just before its launcher died records itself (WORKER_TAG) well within this.
 ORPHAN_GRACE_SECONDS = 30.0
 # How long `terminate` waits for the worker tag of a run that is being launched right now.
@@ -318,13 +320,30 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
             self._default_launcher.dispose()
 
 
-def orphan_reason(run: dg.DagsterRun, now: float) -> str | None:
+def orphan_reason(
+    run: dg.DagsterRun,
+    now: float,
+    starting_since: float | None = None,
+    daemon_started: float | None = None,
+) -> str | None:
     """Why `run` is an orphaned launch (still STARTING, its launching process on this host gone for
-    over ORPHAN_GRACE_SECONDS, no run worker and no code-server launch recorded), or None."""
+    over ORPHAN_GRACE_SECONDS, no run worker and no code-server launch recorded), or None.
+
+    A run with no launcher recorded was marked STARTING (at `starting_since`) by a daemon's dequeuer
+    that died before this launcher wrote its tag; it is an orphan when that happened before the
+    current daemon process started (`daemon_started`): an instance runs one daemon, so the daemon
+    that dequeued it is gone."""
     if run.status != dg.DagsterRunStatus.STARTING or WORKER_TAG in run.tags or GRPC_INFO_TAG in run.tags:
         return None
     raw = run.tags.get(LAUNCHER_TAG)
     if not raw:
+        if (
+            starting_since is not None
+            and daemon_started is not None
+            and starting_since < daemon_started
+            and now - starting_since >= ORPHAN_GRACE_SECONDS
+        ):
+            return "the daemon that took it from the queue ended before launching it"
         return None
     launcher = json.loads(raw)
     if (

@@ -147,6 +147,7 @@ def test_warm_process_for_run_workers_reads_the_settings_file_and_restarts_when_
     # are forked with holds.
     seen = tmp_path / "seen"
     (root / "probe.py").write_text(f"import os\nopen({str(seen)!r}, 'w').write(os.environ['MNIST_SOURCE'])\n")
+    os.utime(root / "probe.py", (a_while_ago, a_while_ago))  # it too is watched for changes
     for name in [k for k in os.environ if k.startswith(("AZURE", "MNIST_"))]:
         monkeypatch.delenv(name)  # the warm process inherits the launcher's (this process's) environment
     (tmp_path / "home").mkdir()
