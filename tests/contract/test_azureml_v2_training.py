@@ -177,7 +177,7 @@ def test_a_store_or_workspace_the_job_cannot_use_is_refused_before_submitting(
     assert fake.submissions == 0
 
 
-ROUTES = ("job_put", "job", "history_details", "std_log", "model_put")
+ROUTES = ("job_put", "job", "run_details", "std_log", "model_put")
 
 
 @pytest.mark.parametrize("fault", FAULTS)

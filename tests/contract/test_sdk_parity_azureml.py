@@ -15,6 +15,7 @@ they were asked for (`tests/support/fakes/http.py`); the comparison reads it fro
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -73,6 +74,25 @@ ALLOWED: dict[tuple[str, str, str], str] = {
     ("v2 rollout", "endpoint default", "body"): (
         "as for the deployment update: the endpoint as read, defaults changed; the SDK adds empty tags and "
         "properties.properties"
+    ),
+    ("v2 training", "command job (submit)", "api-version"): (
+        "the SDK pins 2025-01-01-preview for job creation; we use GA 2023-10-01, whose spec defines Jobs_CreateOrUpdate "
+        "on the same path and every CommandJob property we send (the fake validates the body against that spec)"
+    ),
+    ("v2 training", "command job", "api-version"): (
+        "the SDK pins 2024-01-01-preview for jobs; we use GA 2023-10-01, whose spec defines Jobs_Get on the same "
+        "path with properties.status, properties.properties and services"
+    ),
+    ("v2 training", "command job (not found)", "api-version"): (
+        "as for command job: Jobs_Get of GA 2023-10-01; a 404 there means no job has that name"
+    ),
+    ("v2 training", "command job cancel", "api-version"): (
+        "the SDK pins 2023-04-01-preview for cancel; we use GA 2023-10-01, whose spec defines Jobs_Cancel on the "
+        "same path"
+    ),
+    ("v2 training", "model (register, training)", "api-version"): (
+        "the SDK pins 2023-08-01-preview for models; we use GA 2023-10-01, whose spec defines "
+        "ModelVersions_CreateOrUpdate on the same path with the same ModelVersion properties"
     ),
 }
 
@@ -533,3 +553,160 @@ def _operation_path(seen: list[Seen]) -> list[Seen]:
         )
         for s in seen
     ]
+
+
+# ---- v2 training: command jobs, their run history and log, the model registration ---------------------------------
+def test_v2_training_calls_match_azure_ai_ml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every call of resources/compute/azureml/command_job_training.py against azure-ai-ml's
+    `jobs.create_or_update(command(...))`, `jobs.get`, `jobs.begin_cancel`, `jobs.stream`'s run-history and
+    log calls, and `models.create_or_update(Model(type=mlflow_model, path=azureml://datastores/...))`.
+
+    The workload package reaches the datastore through the object store (Blob), not an AzureML call: the job
+    mounts it as the uri_folder input `code`, and the SDK's job is given the same input."""
+    from resources.compute.azureml import AzureMLCommandJobBackend
+    from resources.storage import LocalObjectStore
+    from tests.support.azureml_sdk import V2Sdk, sdk_environment
+    from tests.support.fakes.azureml_v2_training import FakeAzureMLV2
+
+    store = LocalObjectStore(root=str(tmp_path / "datastore"))
+    store.put_bytes("models/mnist/m1/model/MLmodel", b"flavors: {}\n")
+    fake = FakeAzureMLV2(store, mode="simulate").start()
+    fake.run_s = 30  # still running when its details and log are read; cancelled at the end
+    parity = Parity("v2 training")
+    ours = AzureMLCommandJobBackend(
+        subscription_id=fake.subscription,
+        resource_group=fake.resource_group,
+        workspace_name=fake.workspace,
+        datastore=fake.datastore,
+        arm_url=fake.url,
+        service_url=fake.url,
+        compute_name="cpu-cluster",
+        allow_http_loopback=True,
+        credential="python:tests.support.fakes.http:fake_credential",
+    )
+    request = WorkloadRequest(
+        "train",
+        f"run-{uuid.uuid4()}/trained/-/train",
+        {"raw": "raw/mnist/r1"},
+        {"model": "models/mnist/m1"},
+        {"pca_components": 20, "seed": 0},
+    )
+    env = {"DAGSTER_PIPES_CONTEXT": "e30=", "DAGSTER_PIPES_MESSAGES": "e30="}
+    paths = f"azureml://datastores/{fake.datastore}/paths"
+    user_named = frozenset(
+        {
+            "properties.inputs",
+            "properties.outputs",
+            "properties.environmentVariables",
+            "properties.properties",
+            "properties.tags",
+        }
+    )
+    # Outside a git checkout: azure-ai-ml adds the checkout's git properties to a new job's properties, which an
+    # update may not change.
+    monkeypatch.chdir(tmp_path)
+    try:
+        with sdk_environment(tmp_path, monkeypatch, AZUREML_DEV_URL_MFE=fake.url):
+            sdk = V2Sdk(fake, FakeCredential())
+            job = ""
+
+            def our_submit() -> None:
+                nonlocal job
+                job = ours.submit(request, store, env)
+
+            ours_put = _requests(fake, "job_put", our_submit)
+            # The SDK sends the same job again (same name, what the backend asked for): an update, as the
+            # backend's own resent PUT is.
+            sent = json.loads(json.dumps(fake.command_jobs[job].properties))
+            parity.compare(
+                "command job (submit)",
+                ours_put,
+                _requests(
+                    fake,
+                    "job_put",
+                    lambda: sdk.command_job(
+                        job,
+                        sent["command"],
+                        {k: v["uri"] for k, v in sent["inputs"].items()},
+                        {k: v["uri"] for k, v in sent["outputs"].items()},
+                        environment=f"azureml:{ours.environment}",
+                        compute=ours.compute_name,
+                        experiment=ours.experiment_name,
+                        environment_variables=dict(sent["environmentVariables"]),
+                        display_name=sent["displayName"],
+                        description=sent["description"],
+                        properties=dict(sent["properties"]),
+                        tags=dict(sent["tags"]),
+                    ),
+                ),
+                user_named,
+            )
+            assert fake.submissions == 1 and fake.command_jobs[job].puts == 2
+            parity.compare(
+                "command job",
+                _requests(fake, "job", lambda: ours.status(job)),
+                _requests(fake, "job", lambda: sdk.job(job)),
+            )
+            missing = WorkloadRequest("train", "never/submitted", request.inputs, request.outputs)
+            assert ours.find_job(missing) is None and not sdk.job(ours.job_name(missing, 1))
+            parity.compare(
+                "command job (not found)",
+                _requests(fake, "job", lambda: ours.find_job(missing)),
+                _requests(fake, "job", lambda: sdk.job(ours.job_name(missing, 1))),
+            )
+            # The job's log, as azure-ai-ml's jobs.stream reads a command job: its run's details, then the
+            # SAS URL of user_logs/std_log.txt.
+            sim = fake.command_jobs[job].job
+            _wait(lambda: sim.state == "Running" and sim.log is not None and sim.log.exists())
+            ours.status(job)
+            details = ("run_details", "history_details")  # workspace- or experiment-scoped Runs_GetDetails
+            parity.compare(
+                "command job run details",
+                _requests_any(fake, details, lambda: ours.new_log_lines(job)),
+                _requests_any(fake, details, lambda: sdk.run_details(job)),
+            )
+            log_url = sdk.run_details(job)["logFiles"]["user_logs/std_log.txt"]
+            parity.compare(
+                "command job log file",
+                _requests(fake, "std_log", lambda: ours.new_log_lines(job)),
+                _requests(fake, "std_log", lambda: sdk.log_file(log_url)),
+            )
+            parity.compare(
+                "command job cancel",
+                _requests(fake, "cancel", lambda: ours.cancel(job)),
+                _requests(fake, "cancel", lambda: sdk.cancel(job)),
+            )
+            parity.compare(
+                "model (register, training)",
+                _requests(fake, "model_put", lambda: ours._register_model(job, request)),
+                _requests(
+                    fake,
+                    "model_put",
+                    lambda: sdk.register_trained_model(  # the same version again
+                        "mnist",
+                        "m1",
+                        f"{paths}/models/mnist/m1/model",
+                        job,
+                        f"MNIST model trained by Dagster ({request.idempotency_key})",
+                        {
+                            "dagster.idempotency_key": request.idempotency_key,
+                            "dagster.key_digest": request.key_digest,
+                        },
+                        {"dagster.job": job},
+                    ),
+                ),
+                frozenset({"properties.properties", "properties.tags"}),
+            )
+        # The log is read from the SAS URL run history hands out: no token goes with it.
+        log_reads = [s for s in fake.seen if s.route == "std_log"]
+        assert log_reads and all("authorization" not in s.headers for s in log_reads)
+        assert set(fake.models) == {("mnist", "m1")}
+        parity.check()
+    finally:
+        fake.stop()
+
+
+def _requests_any(fake: FakeWorkspace, routes: tuple[str, ...], action: Callable[[], Any]) -> list[Seen]:
+    start = len(fake.seen)
+    action()
+    return [s for s in fake.seen[start:] if s.route in routes]

@@ -303,6 +303,71 @@ class V2Sdk:
         endpoint = BatchEndpoint(name=self.fake.endpoint_name, defaults={"deployment_name": deployment})
         self.ml.batch_endpoints.begin_create_or_update(endpoint).result(timeout=20)
 
+    # ---- v2 training's calls (resources/compute/azureml/command_job_training.py) ----------------------------------
+    def command_job(
+        self,
+        name: str,
+        command: str,
+        inputs: dict[str, str],
+        outputs: dict[str, str],
+        *,
+        environment: str,
+        compute: str,
+        experiment: str,
+        environment_variables: dict[str, str],
+        display_name: str,
+        description: str,
+        properties: dict[str, str],
+        tags: dict[str, str],
+    ) -> None:
+        """jobs.create_or_update(command(...)): uri_folder inputs (read-only mounts) and outputs (read-write
+        mounts) on datastore URIs, a registered environment `azureml:name:version`, a compute cluster by name."""
+        from azure.ai.ml import Input, Output
+        from azure.ai.ml import command as command_job
+
+        job = command_job(
+            name=name,
+            command=command,
+            inputs={k: Input(type="uri_folder", path=v, mode="ro_mount") for k, v in inputs.items()},
+            outputs={k: Output(type="uri_folder", path=v, mode="rw_mount") for k, v in outputs.items()},
+            environment=environment,
+            compute=compute,
+            experiment_name=experiment,
+            environment_variables=environment_variables,
+            display_name=display_name,
+            description=description,
+            properties=properties,
+            tags=tags,
+        )
+        self.ml.jobs.create_or_update(job)
+
+    def register_trained_model(
+        self,
+        name: str,
+        version: str,
+        path: str,
+        job_name: str,
+        description: str,
+        properties: dict[str, str],
+        tags: dict[str, str],
+    ) -> None:
+        """models.create_or_update(Model(type=mlflow_model, path=azureml://datastores/...)) of a job's output,
+        with the job it came from (`job_name`)."""
+        from azure.ai.ml.constants import AssetTypes
+        from azure.ai.ml.entities import Model
+
+        model = Model(
+            name=name,
+            version=version,
+            path=path,
+            type=AssetTypes.MLFLOW_MODEL,
+            description=description,
+            properties=properties,
+            tags=tags,
+            job_name=job_name,
+        )
+        self.ml.models.create_or_update(model)
+
 
 def sdk_roll_out(
     fake: FakeAzureMLBatch, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, folder: str, version: str

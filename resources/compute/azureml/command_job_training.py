@@ -11,8 +11,13 @@ https://<region>.api.azureml.ms/history/v1.0<workspace>):
 - submit: PUT ARM/jobs/<prefix>-<key digest>-<n+1>  CommandJob (command, environmentId, computeId,
           inputs and outputs as uri_folder on the datastore, environmentVariables = the Pipes bootstrap)
 - status: GET ARM/jobs/<name>                      cancel: POST ARM/jobs/<name>/cancel
-- logs:   GET H/runs/<name>/details -> logFiles["user_logs/std_log.txt"] (a SAS URL), read by offset
-- model:  PUT ARM/models/<model>/versions/<model version>  {modelType: mlflow_model, modelUri, jobName}
+- logs:   GET H/runs/<name>/details?api-version=v1.0 (workspace-scoped Runs_GetDetails, as azure-ai-ml's
+          `jobs.stream` reads a job) -> logFiles["user_logs/std_log.txt"] (a SAS URL, no token), read by offset
+- model:  PUT ARM/models/<model>/versions/<model version>  {modelType: mlflow_model, modelUri, ...}: what
+          azure-ai-ml's `models.create_or_update(Model(type=mlflow_model, path=...))` sends (the producing
+          job is in the tag dagster.job; azure-ai-ml never writes jobName)
+
+Each call is compared with azure-ai-ml's on the same fake (tests/contract/test_sdk_parity_azureml.py).
 
 Exactly once by construction: the job's name derives from the idempotency key, and a PUT of an
 existing job name creates nothing (the service updates its tags and answers 200), so a submission
@@ -48,7 +53,7 @@ from resources.storage import AzureBlobObjectStore, ObjectStore
 
 from .batch_endpoint_scoring import _STATES as JOB_STATES
 from .batch_endpoint_scoring import API_VERSION
-from .run_history import DIGEST_PROPERTY, KEY_PROPERTY, RunHistory, Step
+from .run_history import DIGEST_PROPERTY, KEY_PROPERTY, Step, WorkspaceRuns, run_error
 from .workspace import AzureMLBackend, LogLinePipesReader
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
@@ -101,7 +106,7 @@ class AzureMLCommandJobBackend(AzureMLBackend):
     def _api(self) -> Any:
         return self._rest(ARM_SCOPE, "AzureML")
 
-    def _history(self) -> RunHistory:
+    def _history(self) -> WorkspaceRuns:
         if self.service_url:
             base = self.service_url.rstrip("/")
         elif self.region:
@@ -111,11 +116,10 @@ class AzureMLCommandJobBackend(AzureMLBackend):
                 "AzureML v2 training: set the workspace region (MNIST_AZUREML_REGION) so that the job's logs "
                 "can be read from run history"
             )
-        return RunHistory(
-            self._api(),
-            self._rest(None, "AzureML log files"),
+        return WorkspaceRuns(
+            self._api(),  # an ARM token, as azure-ai-ml's run-history client sends (the service takes both)
+            self._rest(None, "AzureML log files"),  # SAS URLs: no token goes with them
             lambda path: f"{base}/history/v1.0{self.workspace_path}/{path}",
-            self.experiment_name,
         )
 
     def environment_id(self) -> str:
@@ -258,6 +262,7 @@ class AzureMLCommandJobBackend(AzureMLBackend):
             "environmentVariables": {str(k): str(v) for k, v in env.items()},
             "properties": marks,
             "tags": marks,
+            "isArchived": False,  # as azure-ai-ml writes every job
         }
 
     def _upload_workload(self, store: ObjectStore) -> str:
@@ -307,8 +312,7 @@ class AzureMLCommandJobBackend(AzureMLBackend):
         """The job's error as run history reports it (what the studio shows), and where to look."""
         error = None
         with contextlib.suppress(TransientAzureError, PermanentAzureError):
-            details = self._history().details(job_id)
-            error = ((details.get("error") or {}).get("error") or {}).get("message")
+            error = run_error(self._history().run_details(job_id))
         return f"command job {job_id} is {info.status}: {error or 'no error reported'}; see {self.job_url(job_id)}"
 
     def cancel(self, job_id: str) -> None:
@@ -333,7 +337,7 @@ class AzureMLCommandJobBackend(AzureMLBackend):
         if info.step.logs_done or info.status.lower() in _NOT_STARTED:
             return lines
         try:
-            read = self._history().run_log_lines(job_id, info.step, self._log_pipes, prefix=USER_LOGS)
+            read = self._read_logs(job_id, info)
         except TransientAzureError as err:
             # Logs are best effort: run history being unavailable must not fail (or orphan) the job.
             return [*lines, f"command job {job_id}: logs not readable now ({err.status or 'no answer'})"]
@@ -341,6 +345,18 @@ class AzureMLCommandJobBackend(AzureMLBackend):
         if self._state(info.status).terminal:
             info.step.logs_done = True  # read once more after the end, then never again
         return lines + read
+
+    def _read_logs(self, job_id: str, info: _JobInfo) -> list[str]:
+        """New lines of the job's user logs (its run's logFiles); Pipes messages go to Dagster."""
+        history = self._history()
+        log_files = history.run_details(job_id).get("logFiles") or {}
+        names = sorted(n for n in log_files if n.startswith(USER_LOGS))
+        pipes = self._log_pipes
+        return [
+            f"{info.step.name}/{name}: {line}"
+            for name, line in history.new_log_text(log_files, names, info.step)
+            if pipes is None or not pipes.feed(line)
+        ]
 
     def stderr_tail(self, job_id: str, store: ObjectStore) -> str:
         return "\n".join(self._info(job_id).tail)
@@ -381,10 +397,11 @@ class AzureMLCommandJobBackend(AzureMLBackend):
             "properties": {
                 "modelType": "mlflow_model",
                 "modelUri": self.datastore_uri(f"{prefix}/{self.model_folder}").rstrip("/"),
-                "jobName": job_id,
                 "description": f"MNIST model trained by Dagster ({request.idempotency_key})",
                 "properties": {KEY_PROPERTY: request.idempotency_key, DIGEST_PROPERTY: request.key_digest},
-                "tags": {"dagster.job": job_id},
+                "tags": {"dagster.job": job_id},  # the job that trained it (azure-ai-ml writes no jobName)
+                "isAnonymous": False,  # as azure-ai-ml writes a model version
+                "isArchived": False,
             }
         }
         self._api().call(

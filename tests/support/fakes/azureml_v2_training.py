@@ -11,8 +11,9 @@
 - GET jobs/<name>, POST jobs/<name>/cancel (202 + Location): for command jobs and batch jobs alike.
 - PUT models/<name>/versions/<v>: an mlflow_model whose folder holds an MLmodel file; a version is
   immutable (another modelUri is refused), a repeated PUT answers 200. The batch fake's GET serves it.
-- GET history/v1.0<workspace>/runs/<name>/details: status, error and logFiles with
-  user_logs/std_log.txt as a SAS-style URL (the command's stdout and stderr), checked against the
+- GET history/v1.0<workspace>/runs/<name>/details (workspace-scoped, as azure-ai-ml's `jobs.stream` reads
+  it; also under experiments/<experiment>/, as azureml-core addresses a run): status, error and logFiles
+  with user_logs/std_log.txt as a SAS-style URL (the command's stdout and stderr), checked against the
   run-history spec.
 
 Jobs run the real command (the workload's `train` task from the package uploaded to the datastore)
@@ -240,18 +241,26 @@ class FakeAzureMLV2(FakeAzureMLBatch):
 
     # ---- run history ------------------------------------------------------------------------------------
     def _details(self, req: Request) -> Reply:
-        if (req.match["sub"], req.match["rg"], req.match["ws"]) != (
-            self.subscription,
-            self.resource_group,
-            self.workspace,
-        ):
-            return _error(404, "ResourceNotFound", f"workspace {req.match['ws']} not found")
+        """Runs_GetDetailsByExperimentName (experiment-scoped, as azureml-core addresses a run)."""
+        if (bad := self._history_check(req)) is not None:
+            return bad
         job = self.command_jobs.get(req.match["run"])
         # A job's run lives in its experiment (the job's experimentName, "Default" when none was given).
         if job is None or (job.properties.get("experimentName") or "Default") != req.match["exp"]:
             return _error(
                 404, "RunNotFound", f"run {req.match['run']} not found in experiment {req.match['exp']}"
             )
+        return Reply(200, self._command_details(job))
+
+    def _run_details(self, req: Request) -> Reply:
+        """Runs_GetDetails (workspace-scoped, as azure-ai-ml's `jobs.stream` reads a job): command jobs here,
+        batch jobs as the batch fake answers them."""
+        job = self.command_jobs.get(req.match["run"])
+        if job is None:
+            return super()._run_details(req)
+        return self._history_check(req) or Reply(200, self._command_details(job))
+
+    def _command_details(self, job: CommandJob) -> dict[str, Any]:
         sim = job.job
         details: dict[str, Any] = {
             "runId": job.name,
@@ -267,7 +276,7 @@ class FakeAzureMLV2(FakeAzureMLBatch):
         if sim.state == "Failed" and sim.error:
             details["error"] = {"error": {"code": "UserError", "message": sim.error}}
         specs.validate(specs.RUN_HISTORY, "RunDetails", details)
-        return Reply(200, details)
+        return details
 
     def _std_log(self, req: Request) -> Reply:
         if "sig" not in req.query:
