@@ -9,6 +9,7 @@ from resources.storage import ObjectStore
 from . import layout
 from .batch_ids import batch_id_problem
 from .layout import BATCH_MARKER, CURRENT, MODELS_PREFIX, SCORED_WITH, batch_prefix, predictions_prefix
+from .model import mnist_model
 from .pictures import bar_chart, markdown_image
 from .prediction_checks import check_results, check_specs
 from .scoring_history import ScoredBatch, models_table, recent_batches
@@ -35,8 +36,9 @@ def check_batch_id(batch_id: str) -> str:
 
 @dg.asset(
     group_name="mnist",
-    # Scored with the model the serving asset rolled out (with AzureML, what the batch deployment serves).
-    deps=[mnist_model_serving],
+    # The promoted model (models/mnist/current.json), as the serving asset rolled it out (with AzureML,
+    # what the batch deployment serves).
+    deps=[mnist_model, mnist_model_serving],
     partitions_def=inference_batches,
     code_version=SCORE_CODE_VERSION,
     kinds={"scikitlearn", "csv"},

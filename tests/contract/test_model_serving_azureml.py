@@ -294,6 +294,7 @@ def test_a_promoted_model_is_rolled_out_by_automation_and_scoring_on_the_endpoin
     from assets.raw_mnist import raw_mnist
     from resources.compute import LocalProcessBackend
     from resources.mnist_source import MnistSource
+    from resources.prediction_checks import PredictionChecks
     from resources.quality import QualityGate
     from tests.support.synthetic import write_batch
 
@@ -312,6 +313,7 @@ def test_a_promoted_model_is_rolled_out_by_automation_and_scoring_on_the_endpoin
             "model_serving": serving(fake, request_timeout_seconds=30),
             "mnist_source": MnistSource(location=str(synthetic_source)),
             "quality": QualityGate(min_accuracy=0.8),
+            "prediction_checks": PredictionChecks(),
         }
         assets = [raw_mnist, mnist_model, mnist_predictions, mnist_model_serving]
         defs = dg.Definitions(assets=assets, resources=resources)
