@@ -23,6 +23,7 @@ from orchestration.settings.compute import ComputeRole, ComputeSettings
 from orchestration.settings.env_file import ENV_FILE_VARIABLE, env_file_path, load_env_file
 from orchestration.settings.errors import SettingsError
 from orchestration.settings.mnist import QualitySettings, SourceSettings
+from orchestration.settings.reliability import PoolSettings, RetrySettings, TimeoutSettings
 from orchestration.settings.schedules import RetrainScheduleSettings
 from orchestration.settings.storage import StorageSettings
 
@@ -50,6 +51,9 @@ class Settings(BaseModel):
     azure_batch: AzureBatchSettings = Field(default_factory=AzureBatchSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     retrain_schedule: RetrainScheduleSettings = Field(default_factory=RetrainScheduleSettings)
+    retries: RetrySettings = Field(default_factory=RetrySettings)
+    timeouts: TimeoutSettings = Field(default_factory=TimeoutSettings)
+    pools: PoolSettings = Field(default_factory=PoolSettings)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -75,6 +79,9 @@ class Settings(BaseModel):
                 azure_batch=AzureBatchSettings.read(env),
                 alerts=AlertSettings.read(env),
                 retrain_schedule=RetrainScheduleSettings.read(env),
+                retries=RetrySettings.read(env),
+                timeouts=TimeoutSettings.read(env),
+                pools=PoolSettings.read(env),
             )
             settings._check()
         except SettingsError as exc:

@@ -251,7 +251,11 @@ class AzureBatchBackend(AzureBatchConfig):
         failure = info.failure_info if info is not None else None
         if failure is not None:
             parts.append(f"{failure.category} error {failure.code}: {failure.message}")
-        return JobStatus(JobState.FAILED, "; ".join(parts or ["task failed"]))
+        # Batch's own category: ServerError is the service's or the node's doing (a node lost or
+        # preempted mid-task, a failed download by the node agent), UserError the task's. Only the
+        # former may pass on a successor job (`<base>-r<n>`).
+        server = failure is not None and str(failure.category).lower().endswith("servererror")
+        return JobStatus(JobState.FAILED, "; ".join(parts or ["task failed"]), retryable=server)
 
     def _queue_problem(self, job_id: str) -> str | None:
         """Why the queued task can never start, looked at once every `queue_check_seconds`."""

@@ -1,0 +1,78 @@
+"""What the settings decide about each asset step: its retry policy and its concurrency pool.
+
+Both are properties of the asset's op, so they hold however a run starts (a job, the UI's
+*Materialize*, a sensor, ADF). The assets declare defaults in their decorators; the code location
+replaces them here from the settings when it builds its Definitions:
+
+- `retry_policy`: the settings' RetryPolicy (`RetrySettings.policy`) for every asset. It retries only
+  what may pass: the compute driver fails a step with `allow_retries=False` when retrying cannot help.
+- `pool`: the compute target the asset's compute resource (`<role>_compute`) runs on
+  (`wiring.concurrency_pool`), so the assets that share a cluster or a Batch pool share its limit;
+  the limit travels with the op as the tag `mnist/pool_limit`, which the instance's run coordinator
+  sets in Dagster's storage before it queues a run (instance_plugins/run_coordinator.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import dagster as dg
+
+from orchestration.settings import Settings
+from orchestration.settings.compute import ComputeRole
+from orchestration.settings.wiring import concurrency_pool, pool_limit
+
+POOL_LIMIT_TAG = "mnist/pool_limit"  # the limit of the op's pool, as the code location's settings say
+COMPUTE_SUFFIX = "_compute"  # resource keys of compute: ingest_compute, training_compute, scoring_compute
+
+
+def compute_role(asset: dg.AssetsDefinition) -> ComputeRole | None:
+    """The compute role whose resource the asset uses (None: it runs no workload)."""
+    roles = sorted(
+        k[: -len(COMPUTE_SUFFIX)] for k in asset.required_resource_keys if k.endswith(COMPUTE_SUFFIX)
+    )
+    if len(roles) > 1:
+        raise dg.DagsterInvalidDefinitionError(
+            f"asset {asset.key.to_user_string()} uses several compute resources ({', '.join(roles)}): "
+            "an op has one concurrency pool"
+        )
+    return roles[0] if roles else None  # type: ignore[return-value]  # a ComputeRole by naming convention
+
+
+def with_step_policies(
+    assets: Sequence[dg.AssetsDefinition], settings: Settings
+) -> list[dg.AssetsDefinition]:
+    """`assets` with the retry policy and the concurrency pool the settings give them."""
+    return [
+        with_op_properties(
+            asset,
+            retry_policy=settings.retries.policy(),
+            pool=concurrency_pool(settings, role) if role else asset.op.pool,
+            tags={POOL_LIMIT_TAG: str(pool_limit(settings, role))} if role else {},
+        )
+        for asset, role in ((asset, compute_role(asset)) for asset in assets)
+    ]
+
+
+def with_op_properties(
+    asset: dg.AssetsDefinition, *, retry_policy: dg.RetryPolicy | None, pool: str | None, tags: dict[str, str]
+) -> dg.AssetsDefinition:
+    """The asset with its op's retry policy and pool replaced and `tags` added to the op's tags.
+
+    Dagster offers no public replacement of these (`with_attributes` covers the specs, not the op), so
+    the op is rebuilt with its own compute function, inputs, outputs and config."""
+    op = asset.op
+    new_op = dg.OpDefinition(
+        compute_fn=op.compute_fn,
+        name=op.name,
+        ins={d.name: dg.In.from_definition(d) for d in op.input_defs},
+        outs={d.name: dg.Out.from_definition(d) for d in op.output_defs},
+        description=op.description,
+        config_schema=op.config_schema,
+        required_resource_keys=op.required_resource_keys,
+        tags={**op.tags, **tags},
+        code_version=op.version,
+        retry_policy=retry_policy,
+        pool=pool,
+    )
+    return dg.AssetsDefinition.dagster_internal_init(**{**asset.get_attributes_dict(), "node_def": new_op})
