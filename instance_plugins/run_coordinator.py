@@ -14,9 +14,11 @@ It is Dagster's `QueuedRunCoordinator` plus what must hold for every launch, who
 - **Partitions checked at launch.** A run that materializes a partitioned asset must name one of its
   partitions (tag `dagster/partition`) that exists; Dagster itself notices only when a step writes its
   output, after the work is done.
-- **Concurrency pools' limits from dagster.yaml.** Dagster keeps a pool's limit in storage, set by
-  hand (`dagster instance concurrency set`, or the UI); `pool_limits` here sets them from the instance's
-  YAML before a run is queued, so the daemon dequeues runs within them.
+- **Concurrency pools' limits from the code location, or dagster.yaml.** Dagster keeps a pool's limit
+  in storage, set by hand (`dagster instance concurrency set`, or the UI). Before a run is queued, the
+  limit of each pool its steps use is set from the step's tag `mnist/pool_limit` (the code location's
+  settings: one pool per compute target, orchestration/step_policies.py), or from `pool_limits` here
+  for a pool named there (the instance's word wins), so the daemon dequeues runs within them.
 - **Orphaned launches re-queued.** A run left STARTING by a launcher that died mid-launch (a
   SIGKILLed daemon; see instance_plugins.warm_launcher `orphan_reason`) is put back in the queue, so the
   next daemon launches it. The daemon reads the queue settings (`get_run_queue_config`) at every
@@ -53,6 +55,7 @@ ORPHAN_CHECK_SECONDS = 5.0
 PARTITION_TAG = "dagster/partition"
 PARTITION_RANGE_TAGS = ("dagster/asset_partition_range_start", "dagster/asset_partition_range_end")
 REFUSED = "LaunchRefused"
+POOL_LIMIT_TAG = "mnist/pool_limit"  # a step's pool's limit, as the code location declares it
 
 
 class IdempotentQueuedRunCoordinator(dg.QueuedRunCoordinator):
@@ -131,7 +134,7 @@ class IdempotentQueuedRunCoordinator(dg.QueuedRunCoordinator):
         # a launch of its own: someone asked for it again on purpose.
         if not key or run.parent_run_id:
             self._check_partitions(context)
-            self._apply_pool_limits()
+            self._apply_pool_limits(run)
             return super().submit_run(context)
         with self._submit_lock:
             earlier = [
@@ -143,7 +146,7 @@ class IdempotentQueuedRunCoordinator(dg.QueuedRunCoordinator):
             ]
             if not earlier:
                 self._check_partitions(context)
-                self._apply_pool_limits()
+                self._apply_pool_limits(run)
                 return super().submit_run(context)
             first = earlier[0]
             differences = launch_differences(first, run)
@@ -195,16 +198,33 @@ class IdempotentQueuedRunCoordinator(dg.QueuedRunCoordinator):
                 f"{_how_to_add(definition, missing[0])}, then launch again.",
             )
 
-    def _apply_pool_limits(self) -> None:
-        if not self._pool_limits:
+    def _apply_pool_limits(self, run: dg.DagsterRun) -> None:
+        wanted = {
+            pool: (limit, "the code location's settings")
+            for pool, limit in self._declared_limits(run).items()
+        }
+        wanted.update(
+            {pool: (limit, "dagster.yaml pool_limits") for pool, limit in self._pool_limits.items()}
+        )
+        if not wanted:
             return
         current = pool_limits(self._instance)
-        for pool, limit in self._pool_limits.items():
+        for pool, (limit, source) in wanted.items():
             if current.get(pool) != limit:
                 set_pool_limit(self._instance, pool, limit)
-                self._logger.info(
-                    f"Concurrency pool {pool!r}: limit set to {limit} (dagster.yaml pool_limits)."
-                )
+                self._logger.info(f"Concurrency pool {pool!r}: limit set to {limit} ({source}).")
+
+    def _declared_limits(self, run: dg.DagsterRun) -> dict[str, int]:
+        """Pool -> limit, from the `mnist/pool_limit` tags of the steps the run executes."""
+        if run.execution_plan_snapshot_id is None:
+            return {}
+        plan = self._instance.get_execution_plan_snapshot(run.execution_plan_snapshot_id)
+        limits: dict[str, int] = {}
+        for step in plan.steps:
+            value = (step.tags or {}).get(POOL_LIMIT_TAG)
+            if step.pool and value and value.isdigit() and 0 <= int(value) <= 1000:
+                limits[step.pool] = int(value)
+        return limits
 
     def _refuse(self, run: dg.DagsterRun, message: str) -> NoReturn:
         # The run was created for this launch and never queued: it goes, so no run stands for a

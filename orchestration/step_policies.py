@@ -14,6 +14,7 @@ replaces them here from the settings when it builds its Definitions:
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import dagster as dg
@@ -62,6 +63,9 @@ def with_op_properties(
     Dagster offers no public replacement of these (`with_attributes` covers the specs, not the op), so
     the op is rebuilt with its own compute function, inputs, outputs and config."""
     op = asset.op
+    with warnings.catch_warnings():  # `version` is the op's code version (deprecated name, no other)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        code_version = op.version
     new_op = dg.OpDefinition(
         compute_fn=op.compute_fn,
         name=op.name,
@@ -71,7 +75,7 @@ def with_op_properties(
         config_schema=op.config_schema,
         required_resource_keys=op.required_resource_keys,
         tags={**op.tags, **tags},
-        code_version=op.version,
+        code_version=code_version,
         retry_policy=retry_policy,
         pool=pool,
     )
