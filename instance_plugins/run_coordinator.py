@@ -19,6 +19,10 @@ It is Dagster's `QueuedRunCoordinator` plus what must hold for every launch, who
   limit of each pool its steps use is set from the step's tag `mnist/pool_limit` (the code location's
   settings: one pool per compute target, orchestration/step_policies.py), or from `pool_limits` here
   for a pool named there (the instance's word wins), so the daemon dequeues runs within them.
+- **No automatic retry of a run stopped at its maximum runtime.** Run retries (`run_retries` in
+  dagster.yaml) are for runs whose worker died; run monitoring marks a run that exceeded its
+  `dagster/max_runtime` FAILED without a reason Dagster's retry rules recognise, so the daemon would
+  start the work again. Such a retry is refused here: the run, and its remote job, stay stopped.
 - **Orphaned launches re-queued.** A run left STARTING by a launcher that died mid-launch (a
   SIGKILLed daemon; see instance_plugins.warm_launcher `orphan_reason`) is put back in the queue, so the
   next daemon launches it. The daemon reads the queue settings (`get_run_queue_config`) at every
@@ -56,6 +60,10 @@ PARTITION_TAG = "dagster/partition"
 PARTITION_RANGE_TAGS = ("dagster/asset_partition_range_start", "dagster/asset_partition_range_end")
 REFUSED = "LaunchRefused"
 POOL_LIMIT_TAG = "mnist/pool_limit"  # a step's pool's limit, as the code location declares it
+# Dagster's tags for automatic run retries: the retry's number, and on the failed run the retry's id.
+RETRY_NUMBER_TAG = "dagster/retry_number"
+AUTO_RETRY_RUN_ID_TAG = "dagster/auto_retry_run_id"
+MAX_RUNTIME_CANCEL = "Canceling due to exceeding maximum runtime"  # run monitoring's words (RUN_CANCELING)
 
 
 class IdempotentQueuedRunCoordinator(dg.QueuedRunCoordinator):
@@ -132,6 +140,8 @@ class IdempotentQueuedRunCoordinator(dg.QueuedRunCoordinator):
         key = run.tags.get(self._idempotency_tag)
         # A re-execution (from the UI, or a run retry) inherits its parent's tags, key included, but is
         # a launch of its own: someone asked for it again on purpose.
+        if run.parent_run_id and RETRY_NUMBER_TAG in run.tags:
+            self._refuse_retry_after_timeout(run)
         if not key or run.parent_run_id:
             self._check_partitions(context)
             self._apply_pool_limits(run)
@@ -165,6 +175,23 @@ class IdempotentQueuedRunCoordinator(dg.QueuedRunCoordinator):
                 f"dropped duplicate run {run.run_id}."
             )
             return first
+
+    def _refuse_retry_after_timeout(self, run: dg.DagsterRun) -> None:
+        """Refuse the daemon's automatic retry of a run that run monitoring stopped at its max runtime."""
+        parent = self._instance.get_run_by_id(run.parent_run_id or "")
+        if parent is None or parent.tags.get(AUTO_RETRY_RUN_ID_TAG) != run.run_id:
+            return  # not the daemon's retry of that run (a re-execution by hand is someone's decision)
+        canceling = self._instance.get_records_for_run(
+            parent.run_id, of_type=dg.DagsterEventType.RUN_CANCELING
+        ).records
+        if any(MAX_RUNTIME_CANCEL in (r.event_log_entry.message or "") for r in canceling):
+            limit = parent.tags.get("dagster/max_runtime", "?")
+            self._refuse(
+                run,
+                f"Not retrying run {parent.run_id} automatically: it was stopped at its maximum runtime "
+                f"(dagster/max_runtime={limit} s) and its remote job cancelled; a retry would start the "
+                "work again. Re-execute it by hand to try again.",
+            )
 
     def _check_partitions(self, context: dg.SubmitRunContext) -> None:
         """Refuse a run of partitioned assets that names no partition, or one that does not exist."""
