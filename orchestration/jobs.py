@@ -22,9 +22,9 @@ EXECUTOR = dg.in_process_executor
 MAX_RUNTIME_TAG = "dagster/max_runtime"
 
 # Job names, for the sensors and the schedule that launch them.
-MNIST_PIPELINE = "mnist_pipeline"
-TRAIN_MODEL = "train_model"
-SCORE_BATCH = "score_batch"
+PIPELINE_JOB = "mnist_pipeline"
+TRAIN_JOB = "train_model"
+SCORE_JOB = "score_batch"
 
 
 def build_jobs(timeouts: TimeoutSettings) -> list[dg.UnresolvedAssetJobDefinition]:
@@ -35,24 +35,24 @@ def build_jobs(timeouts: TimeoutSettings) -> list[dg.UnresolvedAssetJobDefinitio
 
     return [
         dg.define_asset_job(
-            MNIST_PIPELINE,
+            PIPELINE_JOB,
             selection=dg.AssetSelection.assets(raw_mnist, mnist_model, mnist_predictions),
             description="Raw MNIST -> trained model -> predictions for one inference batch (the partition).",
             executor_def=EXECUTOR,
-            tags=tags(MNIST_PIPELINE),
+            tags=tags(PIPELINE_JOB),
         ),
         dg.define_asset_job(
-            TRAIN_MODEL,
+            TRAIN_JOB,
             selection=dg.AssetSelection.assets(raw_mnist, mnist_model),
             description="Fetch and verify raw MNIST, then train (or reuse) the model and check its accuracy.",
             executor_def=EXECUTOR,
-            tags=tags(TRAIN_MODEL),
+            tags=tags(TRAIN_JOB),
         ),
         dg.define_asset_job(
-            SCORE_BATCH,
+            SCORE_JOB,
             selection=dg.AssetSelection.assets(mnist_predictions),
             description="Score one inference batch (the partition) with the promoted model.",
             executor_def=EXECUTOR,
-            tags=tags(SCORE_BATCH),
+            tags=tags(SCORE_JOB),
         ),
     ]

@@ -24,35 +24,45 @@ from orchestration.settings.compute import ComputeRole
 from orchestration.settings.wiring import concurrency_pool, pool_limit
 
 POOL_LIMIT_TAG = "mnist/pool_limit"  # the limit of the op's pool, as the code location's settings say
-COMPUTE_SUFFIX = "_compute"  # resource keys of compute: ingest_compute, training_compute, scoring_compute
+
+
+# The resource key of each compute role's backend (orchestration.settings.wiring.resources).
+ROLE_OF_RESOURCE: dict[str, ComputeRole] = {
+    "ingest_compute": "ingest",
+    "training_compute": "training",
+    "scoring_compute": "scoring",
+}
 
 
 def compute_role(asset: dg.AssetsDefinition) -> ComputeRole | None:
     """The compute role whose resource the asset uses (None: it runs no workload)."""
-    roles = sorted(
-        k[: -len(COMPUTE_SUFFIX)] for k in asset.required_resource_keys if k.endswith(COMPUTE_SUFFIX)
-    )
+    roles: list[ComputeRole] = [
+        ROLE_OF_RESOURCE[k] for k in sorted(asset.required_resource_keys) if k in ROLE_OF_RESOURCE
+    ]
     if len(roles) > 1:
         raise dg.DagsterInvalidDefinitionError(
             f"asset {asset.key.to_user_string()} uses several compute resources ({', '.join(roles)}): "
             "an op has one concurrency pool"
         )
-    return roles[0] if roles else None  # type: ignore[return-value]  # a ComputeRole by naming convention
+    return roles[0] if roles else None
 
 
 def with_step_policies(
     assets: Sequence[dg.AssetsDefinition], settings: Settings
 ) -> list[dg.AssetsDefinition]:
     """`assets` with the retry policy and the concurrency pool the settings give them."""
-    return [
-        with_op_properties(
-            asset,
-            retry_policy=settings.retries.policy(),
-            pool=concurrency_pool(settings, role) if role else asset.op.pool,
-            tags={POOL_LIMIT_TAG: str(pool_limit(settings, role))} if role else {},
+    policy = settings.retries.policy()
+    built: list[dg.AssetsDefinition] = []
+    for asset in assets:
+        role = compute_role(asset)
+        if role is None:
+            built.append(with_op_properties(asset, retry_policy=policy, pool=asset.op.pool, tags={}))
+            continue
+        pool, limit = concurrency_pool(settings, role), pool_limit(settings, role)
+        built.append(
+            with_op_properties(asset, retry_policy=policy, pool=pool, tags={POOL_LIMIT_TAG: str(limit)})
         )
-        for asset, role in ((asset, compute_role(asset)) for asset in assets)
-    ]
+    return built
 
 
 def with_op_properties(

@@ -22,7 +22,7 @@ from assets.layout import (
     predictions_prefix,
 )
 from assets.predictions import INFERENCE_BATCHES, inference_batches
-from orchestration.jobs import SCORE_BATCH, TRAIN_MODEL
+from orchestration.jobs import SCORE_JOB, TRAIN_JOB
 from orchestration.sensors.completeness import BatchRules, BatchState, run_key
 from orchestration.sensors.folder_scan import Ledger, TickPlan, WatchCursor, scan_events, scan_listing
 from orchestration.settings import SensorSettings
@@ -83,7 +83,7 @@ def _train_request(state: BatchState) -> dg.RunRequest:
 INFERENCE = WatchedArea(
     sensor_name="inference_batch_sensor",
     prefix=f"{INFERENCE_PREFIX}/",
-    job_name=SCORE_BATCH,
+    job_name=SCORE_JOB,
     request=_score_request,
     describe=lambda completion, mode: (
         f"Scores each inference batch (a folder under `{INFERENCE_PREFIX}/`) once it is complete: when "
@@ -98,7 +98,7 @@ INFERENCE = WatchedArea(
 TRAINING = WatchedArea(
     sensor_name="training_data_sensor",
     prefix=f"{TRAINING_PREFIX}/",
-    job_name=TRAIN_MODEL,
+    job_name=TRAIN_JOB,
     request=_train_request,
     describe=lambda completion, mode: (
         f"Retrains when a labelled set lands under `{TRAINING_PREFIX}/<set>/` (the four MNIST IDX files and an "
