@@ -7,6 +7,7 @@ resolves them when a run starts. The AzureML backends are imported only when cho
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, cast
+from urllib.parse import urlsplit
 
 from orchestration.settings.compute import COMPUTE_CHOICES, ComputeRole
 from orchestration.settings.errors import SettingsError
@@ -169,7 +170,8 @@ def concurrency_pool(settings: Settings, role: ComputeRole) -> str:
     if choice == "azure_batch":
         batch = settings.azure_batch
         if batch.pool_mode == "ephemeral":
-            return f"azure-batch-account:{batch.account_name or batch.account_url or 'default'}"
+            host = urlsplit(batch.account_url or "").hostname or "default"
+            return f"azure-batch-account:{batch.account_name or host.split('.')[0]}"
         return f"azure-batch-pool:{batch.pool_id}"
     aml = settings.azureml
     if role == "training" and aml.training == "command_job":
