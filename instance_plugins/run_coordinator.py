@@ -238,8 +238,23 @@ class IdempotentQueuedRunCoordinator(dg.QueuedRunCoordinator):
         current = pool_limits(self._instance)
         for pool, (limit, source) in wanted.items():
             if current.get(pool) != limit:
-                set_pool_limit(self._instance, pool, limit)
+                self._set_pool_limit(pool, limit)
                 self._logger.info(f"Concurrency pool {pool!r}: limit set to {limit} ({source}).")
+
+    def _set_pool_limit(self, pool: str, limit: int) -> None:
+        """Set a pool's limit in storage. Dagster creates a pool's row by select-then-insert, so another
+        process creating the same row at the same moment (a launch in another webserver, the daemon
+        giving a new pool its default) makes the insert fail once: then the row exists, try again."""
+        from sqlalchemy.exc import IntegrityError
+
+        for attempt in range(3):
+            try:
+                set_pool_limit(self._instance, pool, limit)
+                return
+            except IntegrityError:
+                if attempt == 2:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
 
     def _declared_limits(self, run: dg.DagsterRun) -> dict[str, int]:
         """Pool -> limit, from the `mnist/pool_limit` tags of the steps the run executes."""

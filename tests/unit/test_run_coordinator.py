@@ -138,6 +138,33 @@ def test_pool_limits_come_from_the_code_location_before_a_run_is_queued(instance
     assert pool_limits(instance)["local:training"] == 1
 
 
+def test_a_pool_row_created_meanwhile_by_another_process_does_not_fail_the_launch(
+    instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Dagster creates a pool's row by select-then-insert: when another process (a concurrent launch, the
+    daemon) created it in between, the insert fails with a unique violation (seen on PostgreSQL with
+    simultaneous ADF launches). The launch sets the limit again instead of failing with HTTP 500."""
+    from sqlalchemy.exc import IntegrityError
+
+    import instance_plugins.run_coordinator as coordinator_module
+
+    real = coordinator_module.set_pool_limit
+    raised: list[str] = []
+
+    def racing(inst: dg.DagsterInstance, pool: str, limit: int) -> None:
+        if not raised:
+            raised.append(pool)
+            real(inst, pool, limit)  # the other process's row
+            raise IntegrityError("INSERT INTO concurrency_limits", {}, Exception("duplicate key value"))
+        real(inst, pool, limit)
+
+    monkeypatch.setattr(coordinator_module, "set_pool_limit", racing)
+    instance.event_log_storage.set_concurrency_slots("local:scoring", 3)
+    queued = submit(instance, planned_run(instance, "score_batch"))
+    assert queued.status == dg.DagsterRunStatus.QUEUED
+    assert raised == ["local:scoring"] and pool_limits(instance)["local:scoring"] == 8
+
+
 def test_dagster_yaml_pool_limits_override_the_code_location(tmp_path: Path) -> None:
     config = local_variant(yaml.safe_load(PRODUCTION_YAML.read_text()), tmp_path, postgres_url=None)
     config["run_coordinator"]["config"]["pool_limits"] = {"local:scoring": 2}
