@@ -59,6 +59,10 @@ ORPHAN_CHECK_SECONDS = 5.0
 PARTITION_TAG = "dagster/partition"
 PARTITION_RANGE_TAGS = ("dagster/asset_partition_range_start", "dagster/asset_partition_range_end")
 REFUSED = "LaunchRefused"
+# One lock per process, not per coordinator: Dagster builds an instance's coordinator lazily, without a
+# lock, so the first launches arriving together in a fresh webserver can each get a coordinator of
+# their own; a lock per coordinator would then let simultaneous duplicates through.
+SUBMIT_LOCK = threading.Lock()
 POOL_LIMIT_TAG = "mnist/pool_limit"  # a step's pool's limit, as the code location declares it
 # Dagster's tags for automatic run retries: the retry's number, and on the failed run the retry's id.
 RETRY_NUMBER_TAG = "dagster/retry_number"
@@ -84,7 +88,7 @@ class IdempotentQueuedRunCoordinator(dg.QueuedRunCoordinator):
     ) -> None:
         self._idempotency_tag = idempotency_tag
         self._pool_limits = dict(pool_limits or {})
-        self._submit_lock = threading.Lock()
+        self._submit_lock = SUBMIT_LOCK
         self._orphans_checked = 0.0
         super().__init__(**kwargs)
 

@@ -124,6 +124,34 @@ def planned_run(instance: dg.DagsterInstance, job: str) -> dg.DagsterRun:
     )
 
 
+def test_simultaneous_duplicates_through_separate_coordinators_of_one_process_start_one_run(
+    instance: dg.DagsterInstance,
+) -> None:
+    """Dagster builds an instance's coordinator lazily and without a lock: the first launches arriving
+    together in a fresh webserver can each get a coordinator object of their own. They still queue one
+    run per key."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    ref = instance.get_ref()
+    coordinators = []
+    for _ in range(6):
+        coordinator = ref.run_coordinator
+        assert isinstance(coordinator, IdempotentQueuedRunCoordinator)
+        coordinator.register_instance(instance)
+        coordinators.append(coordinator)
+    runs = [new_run(instance, "train_model", {KEY: "k-simultaneous"}) for _ in coordinators]
+
+    def go(i: int) -> str:
+        context = SubmitRunContext(runs[i], workspace=cast(Any, None))
+        return coordinators[i].submit_run(context).run_id
+
+    with ThreadPoolExecutor(6) as pool:
+        answered = set(pool.map(go, range(6)))
+    assert len(answered) == 1
+    queued = instance.get_runs(dg.RunsFilter(tags={KEY: "k-simultaneous"}))
+    assert [r.run_id for r in queued] == list(answered)
+
+
 def test_pool_limits_come_from_the_code_location_before_a_run_is_queued(instance: dg.DagsterInstance) -> None:
     """The limits of the compute targets' pools travel with the steps (tag mnist/pool_limit): a launch
     of either job sets them in storage; a limit changed by hand is put back at the next launch."""
