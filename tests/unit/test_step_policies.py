@@ -4,6 +4,8 @@ the code location builds, which is what every launch path (jobs, the UI's Materi
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import dagster as dg
 import pytest
 
@@ -132,3 +134,23 @@ def test_each_job_carries_its_max_runtime_from_the_settings() -> None:
 def test_out_of_range_values_fail_at_load_naming_the_variable(env: dict[str, str], words: str) -> None:
     with pytest.raises(SettingsError, match=words):
         Settings.from_env(env)
+
+
+def test_an_assets_explained_failure_fails_once(tmp_path: Path) -> None:
+    """Scoring before any model passed the accuracy check is refused by the asset (dg.Failure): one
+    attempt, no STEP_UP_FOR_RETRY, although the RetryPolicy allows 3."""
+    env = {
+        "MNIST_DATA_DIR": str(tmp_path / "data"),
+        "MNIST_WORK_DIR": str(tmp_path / "work"),
+        "MNIST_RETRY_DELAY_SECONDS": "0",
+    }
+    defs = build_definitions(Settings.from_env(env))
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("inference_batches", ["b1"])
+    job = defs.resolve_job_def("score_batch")
+    result = job.execute_in_process(instance=instance, partition_key="b1", raise_on_error=False)
+    assert not result.success
+    events = [e.event_type for e in result.all_events]
+    assert dg.DagsterEventType.STEP_UP_FOR_RETRY not in events
+    failure = result.get_step_failure_events()[0].step_failure_data.error
+    assert failure is not None and "No model has passed the accuracy check" in failure.to_string()
