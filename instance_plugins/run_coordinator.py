@@ -14,9 +14,15 @@ It is Dagster's `QueuedRunCoordinator` plus what must hold for every launch, who
 - **Partitions checked at launch.** A run that materializes a partitioned asset must name one of its
   partitions (tag `dagster/partition`) that exists; Dagster itself notices only when a step writes its
   output, after the work is done.
-- **Concurrency pools' limits from dagster.yaml.** Dagster keeps a pool's limit in storage, set by
-  hand (`dagster instance concurrency set`, or the UI); `pool_limits` here sets them from the instance's
-  YAML before a run is queued, so the daemon dequeues runs within them.
+- **Concurrency pools' limits from the code location, or dagster.yaml.** Dagster keeps a pool's limit
+  in storage, set by hand (`dagster instance concurrency set`, or the UI). Before a run is queued, the
+  limit of each pool its steps use is set from the step's tag `mnist/pool_limit` (the code location's
+  settings: one pool per compute target, orchestration/step_policies.py), or from `pool_limits` here
+  for a pool named there (the instance's word wins), so the daemon dequeues runs within them.
+- **No automatic retry of a run stopped at its maximum runtime.** Run retries (`run_retries` in
+  dagster.yaml) are for runs whose worker died; run monitoring marks a run that exceeded its
+  `dagster/max_runtime` FAILED without a reason Dagster's retry rules recognise, so the daemon would
+  start the work again. Such a retry is refused here: the run, and its remote job, stay stopped.
 - **Orphaned launches re-queued.** A run left STARTING by a launcher that died mid-launch (a
   SIGKILLed daemon; see instance_plugins.warm_launcher `orphan_reason`) is put back in the queue, so the
   next daemon launches it. The daemon reads the queue settings (`get_run_queue_config`) at every
@@ -55,6 +61,15 @@ PROCESS_STARTED = time.time()
 PARTITION_TAG = "dagster/partition"
 PARTITION_RANGE_TAGS = ("dagster/asset_partition_range_start", "dagster/asset_partition_range_end")
 REFUSED = "LaunchRefused"
+# One lock per process, not per coordinator: Dagster builds an instance's coordinator lazily, without a
+# lock, so the first launches arriving together in a fresh webserver can each get a coordinator of
+# their own; a lock per coordinator would then let simultaneous duplicates through.
+SUBMIT_LOCK = threading.Lock()
+POOL_LIMIT_TAG = "mnist/pool_limit"  # a step's pool's limit, as the code location declares it
+# Dagster's tags for automatic run retries: the retry's number, and on the failed run the retry's id.
+RETRY_NUMBER_TAG = "dagster/retry_number"
+AUTO_RETRY_RUN_ID_TAG = "dagster/auto_retry_run_id"
+MAX_RUNTIME_CANCEL = "Canceling due to exceeding maximum runtime"  # run monitoring's words (RUN_CANCELING)
 
 
 class IdempotentQueuedRunCoordinator(dg.QueuedRunCoordinator):
@@ -75,7 +90,7 @@ class IdempotentQueuedRunCoordinator(dg.QueuedRunCoordinator):
     ) -> None:
         self._idempotency_tag = idempotency_tag
         self._pool_limits = dict(pool_limits or {})
-        self._submit_lock = threading.Lock()
+        self._submit_lock = SUBMIT_LOCK
         self._orphans_checked = 0.0
         super().__init__(**kwargs)
 
@@ -131,9 +146,11 @@ class IdempotentQueuedRunCoordinator(dg.QueuedRunCoordinator):
         key = run.tags.get(self._idempotency_tag)
         # A re-execution (from the UI, or a run retry) inherits its parent's tags, key included, but is
         # a launch of its own: someone asked for it again on purpose.
+        if run.parent_run_id and RETRY_NUMBER_TAG in run.tags:
+            self._refuse_retry_after_timeout(run)
         if not key or run.parent_run_id:
             self._check_partitions(context)
-            self._apply_pool_limits()
+            self._apply_pool_limits(run)
             return super().submit_run(context)
         with self._submit_lock:
             earlier = [
@@ -145,7 +162,7 @@ class IdempotentQueuedRunCoordinator(dg.QueuedRunCoordinator):
             ]
             if not earlier:
                 self._check_partitions(context)
-                self._apply_pool_limits()
+                self._apply_pool_limits(run)
                 return super().submit_run(context)
             first = earlier[0]
             differences = launch_differences(first, run)
@@ -164,6 +181,23 @@ class IdempotentQueuedRunCoordinator(dg.QueuedRunCoordinator):
                 f"dropped duplicate run {run.run_id}."
             )
             return first
+
+    def _refuse_retry_after_timeout(self, run: dg.DagsterRun) -> None:
+        """Refuse the daemon's automatic retry of a run that run monitoring stopped at its max runtime."""
+        parent = self._instance.get_run_by_id(run.parent_run_id or "")
+        if parent is None or parent.tags.get(AUTO_RETRY_RUN_ID_TAG) != run.run_id:
+            return  # not the daemon's retry of that run (a re-execution by hand is someone's decision)
+        canceling = self._instance.get_records_for_run(
+            parent.run_id, of_type=dg.DagsterEventType.RUN_CANCELING
+        ).records
+        if any(MAX_RUNTIME_CANCEL in (r.event_log_entry.message or "") for r in canceling):
+            limit = parent.tags.get("dagster/max_runtime", "?")
+            self._refuse(
+                run,
+                f"Not retrying run {parent.run_id} automatically: it was stopped at its maximum runtime "
+                f"(dagster/max_runtime={limit} s) and its remote job cancelled; a retry would start the "
+                "work again. Re-execute it by hand to try again.",
+            )
 
     def _check_partitions(self, context: dg.SubmitRunContext) -> None:
         """Refuse a run of partitioned assets that names no partition, or one that does not exist."""
@@ -197,16 +231,48 @@ class IdempotentQueuedRunCoordinator(dg.QueuedRunCoordinator):
                 f"{_how_to_add(definition, missing[0])}, then launch again.",
             )
 
-    def _apply_pool_limits(self) -> None:
-        if not self._pool_limits:
+    def _apply_pool_limits(self, run: dg.DagsterRun) -> None:
+        wanted = {
+            pool: (limit, "the code location's settings")
+            for pool, limit in self._declared_limits(run).items()
+        }
+        wanted.update(
+            {pool: (limit, "dagster.yaml pool_limits") for pool, limit in self._pool_limits.items()}
+        )
+        if not wanted:
             return
         current = pool_limits(self._instance)
-        for pool, limit in self._pool_limits.items():
+        for pool, (limit, source) in wanted.items():
             if current.get(pool) != limit:
+                self._set_pool_limit(pool, limit)
+                self._logger.info(f"Concurrency pool {pool!r}: limit set to {limit} ({source}).")
+
+    def _set_pool_limit(self, pool: str, limit: int) -> None:
+        """Set a pool's limit in storage. Dagster creates a pool's row by select-then-insert, so another
+        process creating the same row at the same moment (a launch in another webserver, the daemon
+        giving a new pool its default) makes the insert fail once: then the row exists, try again."""
+        from sqlalchemy.exc import IntegrityError
+
+        for attempt in range(3):
+            try:
                 set_pool_limit(self._instance, pool, limit)
-                self._logger.info(
-                    f"Concurrency pool {pool!r}: limit set to {limit} (dagster.yaml pool_limits)."
-                )
+                return
+            except IntegrityError:
+                if attempt == 2:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+
+    def _declared_limits(self, run: dg.DagsterRun) -> dict[str, int]:
+        """Pool -> limit, from the `mnist/pool_limit` tags of the steps the run executes."""
+        if run.execution_plan_snapshot_id is None:
+            return {}
+        plan = self._instance.get_execution_plan_snapshot(run.execution_plan_snapshot_id)
+        limits: dict[str, int] = {}
+        for step in plan.steps:
+            value = (step.tags or {}).get(POOL_LIMIT_TAG)
+            if step.pool and value and value.isdigit() and 0 <= int(value) <= 1000:
+                limits[step.pool] = int(value)
+        return limits
 
     def _refuse(self, run: dg.DagsterRun, message: str) -> NoReturn:
         # The run was created for this launch and never queued: it goes, so no run stands for a

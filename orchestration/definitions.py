@@ -10,18 +10,20 @@ from assets.raw_mnist import raw_mnist
 from assets.serving import mnist_model_serving
 from orchestration.alerts import alert_definitions
 from orchestration.drift_retrain import drift_retrain_sensor
-from orchestration.jobs import EXECUTOR, JOBS
+from orchestration.jobs import EXECUTOR, build_jobs
 from orchestration.rescoring import rescore_sensor
 from orchestration.rollout import rollout_sensor
 from orchestration.schedules import retrain_schedule
 from orchestration.sensors import build_sensors
 from orchestration.settings import Settings
+from orchestration.step_policies import with_step_policies
 
 
 def build_definitions(settings: Settings) -> dg.Definitions:
     workflow = dg.Definitions(
-        assets=[raw_mnist, mnist_model, mnist_predictions, mnist_model_serving],
-        jobs=JOBS,
+        # Retry policy and concurrency pool from the settings (orchestration/step_policies.py).
+        assets=with_step_policies([raw_mnist, mnist_model, mnist_predictions, mnist_model_serving], settings),
+        jobs=build_jobs(settings.timeouts),
         sensors=build_sensors(settings.sensors, container=settings.storage.container),
         resources=settings.resources(),
         # Also for the UI's Materialize (Dagster's implicit asset job): one process per run, not per step.

@@ -18,7 +18,7 @@ import dagster as dg
 
 from assets.prediction_checks import DRIFT_CHECK
 from assets.predictions import mnist_predictions
-from orchestration.jobs import train_model
+from orchestration.jobs import TRAIN_JOB
 
 DRIFT_RETRAIN_SENSOR = "drift_retrain_sensor"
 DRIFT_CHECK_KEY = dg.AssetCheckKey(mnist_predictions.key, DRIFT_CHECK)
@@ -86,7 +86,7 @@ def drift_retrain_sensor(after: int, interval_seconds: int = INTERVAL_SECONDS) -
 
     @dg.sensor(
         name=DRIFT_RETRAIN_SENSOR,
-        job=train_model,
+        job_name=TRAIN_JOB,
         minimum_interval_seconds=interval_seconds,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=(

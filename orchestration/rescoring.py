@@ -19,7 +19,7 @@ import dagster as dg
 from assets.layout import CURRENT, MODELS_PREFIX
 from assets.predictions import INFERENCE_BATCHES, mnist_predictions
 from assets.scoring_history import ScoredBatch, recent_batches
-from orchestration.jobs import score_batch
+from orchestration.jobs import SCORE_JOB
 from resources.storage import ObjectStore
 
 RESCORE_SENSOR = "rescore_on_new_model"
@@ -54,7 +54,7 @@ def rescore_sensor(recent: int, interval_seconds: int = INTERVAL_SECONDS) -> dg.
 
     @dg.sensor(
         name=RESCORE_SENSOR,
-        job=score_batch,
+        job_name=SCORE_JOB,
         minimum_interval_seconds=interval_seconds,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from orchestration.jobs import train_model
+from orchestration.jobs import TRAIN_JOB
 from orchestration.settings.schedules import RetrainScheduleSettings
 
 RETRAIN_SCHEDULE = "retrain_schedule"
@@ -25,7 +25,7 @@ def retrain_schedule(settings: RetrainScheduleSettings) -> dg.ScheduleDefinition
     """The schedule of train_model, as the settings describe it."""
     return dg.ScheduleDefinition(
         name=RETRAIN_SCHEDULE,
-        job=train_model,
+        job_name=TRAIN_JOB,
         cron_schedule=settings.cron,
         execution_timezone=settings.timezone,
         run_config=retrain_run_config(settings.force),

@@ -71,7 +71,11 @@ from assets.batch_ids import batch_id_problem
 # Top-level run config sections a caller may send: op config only (see `_authorize_launch`).
 ALLOWED_RUN_CONFIG_KEYS: frozenset[str] = frozenset({"ops"})
 # Dagster's own tags a caller may set; other `dagster/` (and `.dagster/`) tags change how the run executes.
-ALLOWED_SYSTEM_TAGS: frozenset[str] = frozenset({"dagster/partition"})
+# `dagster/max_runtime` (whole seconds, within MAX_RUNTIME_BOUNDS) is how long the run may last: the
+# generated pipelines send their `timeout` so that ADF and Dagster stop together.
+MAX_RUNTIME_TAG = "dagster/max_runtime"
+ALLOWED_SYSTEM_TAGS: frozenset[str] = frozenset({"dagster/partition", MAX_RUNTIME_TAG})
+MAX_RUNTIME_BOUNDS = (60, 7 * 86_400)  # a minute to ADF's longest Until timeout, 7 days
 MAX_TAGS = 50
 MAX_TAG_KEY, MAX_TAG_VALUE = 256, 4096
 MAX_DOCUMENT_CHARS = 20_000
@@ -338,6 +342,11 @@ def _check_tags(tags: Any) -> None:
             raise forbidden(
                 f"tag {key!r} is a Dagster system tag; of those only {', '.join(sorted(ALLOWED_SYSTEM_TAGS))} "
                 "may be set"
+            )
+        low, high = MAX_RUNTIME_BOUNDS
+        if key == MAX_RUNTIME_TAG and not (value.isdigit() and low <= int(value) <= high):
+            raise bad(
+                f"tag {MAX_RUNTIME_TAG} must be whole seconds from {low} to {high}, found {value[:20]!r}"
             )
 
 

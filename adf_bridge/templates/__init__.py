@@ -16,7 +16,8 @@ Written under `adf/`:
 What each pipeline does (see README "Triggering from ADF"):
 1. `Launch` (Web, managed identity for `audience`): `launchRun` with the job, `run_config`, the caller's
    `tags` and ADF's own (`adf/pipeline_run_id` = the ADF run id, `adf/pipeline_name`, `adf/factory`;
-   `dagster/partition` for a partitioned job). The Dagster instance's run coordinator treats
+   `dagster/partition` for a partitioned job; `dagster/max_runtime` = the pipeline's `timeout` less
+   five minutes, so run monitoring stops the run, and cancels its remote job, before the wait ends). The Dagster instance's run coordinator treats
    `adf/pipeline_run_id` as an idempotency key (instance_plugins/run_coordinator.py), so ADF retrying the
    activity answers with the run already launched instead of starting a second one.
 2. `Check launch` (If): any `__typename` but `LaunchRunSuccess` (Dagster answers HTTP 200 for a failed

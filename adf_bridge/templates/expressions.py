@@ -39,3 +39,15 @@ def tag(key: str, value_expr: str) -> str:
     """ADF expression: the Dagster tag object `{"key": key, "value": <what value_expr evaluates to>}`."""
     head = lit(json.dumps({"key": key}, separators=(",", ":"))[:-1] + ',"value":')
     return f"json(concat({head}, {json_quote(value_expr)}, '}}'))"
+
+
+def timespan_seconds(expr: str) -> str:
+    """ADF expression: the whole seconds of the ADF timespan `expr` evaluates to (`d.hh:mm:ss` or
+    `hh:mm:ss`, the form of an Until's `timeout`)."""
+    clock = f"split({expr}, ':')"
+    head = f"split(first({clock}), '.')"  # ["d", "hh"] or ["hh"]
+    days = f"if(contains(first({clock}), '.'), int(first({head})), 0)"
+    hours = f"int(last({head}))"
+    minutes = f"int({clock}[1])"
+    seconds = f"int(last({clock}))"
+    return f"add(add(mul({days}, 86400), mul({hours}, 3600)), add(mul({minutes}, 60), {seconds}))"

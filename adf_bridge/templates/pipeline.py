@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from adf_bridge.templates.activities import depends, fail, web
-from adf_bridge.templates.expressions import expression, graphql_body, json_quote, lit, tag
+from adf_bridge.templates.expressions import expression, graphql_body, json_quote, lit, tag, timespan_seconds
 from adf_bridge.templates.jobs import JobInfo
 from adf_bridge.templates.queries import ADD_PARTITION_QUERY, FAILURE_QUERY, LAUNCH_QUERY, STATUS_QUERY
 
@@ -18,6 +18,12 @@ PIPELINE_PREFIX = "dagster_"
 IDEMPOTENCY_TAG = "adf/pipeline_run_id"
 DEFAULT_POLL_INTERVAL = 30
 DEFAULT_TIMEOUT = "1.00:00:00"  # d.hh:mm:ss: give up waiting after a day (ADF's own default is 7 days)
+MAX_RUNTIME_TAG = "dagster/max_runtime"
+# The run's maximum runtime is the pipeline's `timeout` less this: the time for run monitoring to notice
+# (it checks every 30 s in production), the run to cancel its remote job and end CANCELED, and the last
+# poll to see it. So the Dagster run ends before the Until gives up, and ADF reports how it ended.
+STOP_MARGIN_SECONDS = 300
+MIN_RUNTIME_SECONDS = 60  # the gateway's lower bound for the tag
 
 
 def pipeline_name(job: str) -> str:
@@ -41,6 +47,13 @@ def build_pipeline(job: JobInfo) -> dict[str, Any]:
         tag("adf/pipeline_name", "pipeline().Pipeline"),
         tag("adf/factory", "pipeline().DataFactory"),
     ]
+    # The run stops itself when the pipeline's `timeout` (less the margin) is reached: Dagster's run
+    # monitoring enforces dagster/max_runtime by terminating the run, which cancels its remote job.
+    runtime = (
+        f"string(max({MIN_RUNTIME_SECONDS}, "
+        f"sub({timespan_seconds('pipeline().parameters.timeout')}, {STOP_MARGIN_SECONDS})))"
+    )
+    tags.append(tag(MAX_RUNTIME_TAG, runtime))
     if job.partitioned:
         tags.append(tag("dagster/partition", "pipeline().parameters.partition_key"))
     selector = {"repositoryLocationName": LOCATION, "repositoryName": REPOSITORY, "jobName": job.name}

@@ -22,7 +22,7 @@ from assets.layout import (
     predictions_prefix,
 )
 from assets.predictions import INFERENCE_BATCHES, inference_batches
-from orchestration.jobs import score_batch, train_model
+from orchestration.jobs import SCORE_JOB, TRAIN_JOB
 from orchestration.sensors.completeness import BatchRules, BatchState, run_key
 from orchestration.sensors.folder_scan import Ledger, TickPlan, WatchCursor, scan_events, scan_listing
 from orchestration.settings import SensorSettings
@@ -42,7 +42,7 @@ class WatchedArea:
 
     sensor_name: str
     prefix: str  # "<area>/": each folder under it is one batch
-    job: dg.UnresolvedAssetJobDefinition
+    job_name: str
     request: Callable[[BatchState], dg.RunRequest]  # the run a complete folder version asks for
     describe: Callable[[str, str], str]  # (when a folder is complete, how it is noticed) -> description
     events_resource: str  # events mode: resource key of the storage queue of this area's blob events
@@ -83,7 +83,7 @@ def _train_request(state: BatchState) -> dg.RunRequest:
 INFERENCE = WatchedArea(
     sensor_name="inference_batch_sensor",
     prefix=f"{INFERENCE_PREFIX}/",
-    job=score_batch,
+    job_name=SCORE_JOB,
     request=_score_request,
     describe=lambda completion, mode: (
         f"Scores each inference batch (a folder under `{INFERENCE_PREFIX}/`) once it is complete: when "
@@ -98,7 +98,7 @@ INFERENCE = WatchedArea(
 TRAINING = WatchedArea(
     sensor_name="training_data_sensor",
     prefix=f"{TRAINING_PREFIX}/",
-    job=train_model,
+    job_name=TRAIN_JOB,
     request=_train_request,
     describe=lambda completion, mode: (
         f"Retrains when a labelled set lands under `{TRAINING_PREFIX}/<set>/` (the four MNIST IDX files and an "
@@ -137,7 +137,7 @@ def build_sensor(
 
     @dg.sensor(
         name=area.sensor_name,
-        job=area.job,
+        job_name=area.job_name,
         description=area.describe(completion, mode),
         minimum_interval_seconds=settings.interval_seconds,
         default_status=dg.DefaultSensorStatus.STOPPED,

@@ -24,6 +24,7 @@ from orchestration.settings.env_file import ENV_FILE_VARIABLE, env_file_path, lo
 from orchestration.settings.errors import SettingsError
 from orchestration.settings.mnist import QualitySettings, SourceSettings
 from orchestration.settings.predictions import PredictionCheckSettings, RescoreSettings
+from orchestration.settings.reliability import PoolSettings, RetrySettings, TimeoutSettings
 from orchestration.settings.schedules import RetrainScheduleSettings
 from orchestration.settings.storage import StorageSettings
 
@@ -53,6 +54,9 @@ class Settings(BaseModel):
     retrain_schedule: RetrainScheduleSettings = Field(default_factory=RetrainScheduleSettings)
     prediction_checks: PredictionCheckSettings = Field(default_factory=PredictionCheckSettings)
     rescoring: RescoreSettings = Field(default_factory=RescoreSettings)
+    retries: RetrySettings = Field(default_factory=RetrySettings)
+    timeouts: TimeoutSettings = Field(default_factory=TimeoutSettings)
+    pools: PoolSettings = Field(default_factory=PoolSettings)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -80,6 +84,9 @@ class Settings(BaseModel):
                 retrain_schedule=RetrainScheduleSettings.read(env),
                 prediction_checks=PredictionCheckSettings.read(env),
                 rescoring=RescoreSettings.read(env),
+                retries=RetrySettings.read(env),
+                timeouts=TimeoutSettings.read(env),
+                pools=PoolSettings.read(env),
             )
             settings._check()
         except SettingsError as exc:

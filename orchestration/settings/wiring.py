@@ -7,6 +7,7 @@ resolves them when a run starts. The AzureML backends are imported only when cho
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, cast
+from urllib.parse import urlsplit
 
 from orchestration.settings.compute import COMPUTE_CHOICES, ComputeRole
 from orchestration.settings.errors import SettingsError
@@ -184,3 +185,41 @@ def azure_batch_backend(settings: Settings) -> AzureBatchBackend:
         pool_mode=cast("PoolMode", batch.pool_mode),  # one of POOL_MODES, checked when read
         job_retention_hours=batch.job_retention_hours,
     )
+
+
+# ---- concurrency pools: one per compute target (orchestration.step_policies) ---------------------
+TRAINING_KIND: tuple[ComputeRole, ...] = ("ingest", "training")  # what decides the model: one run at a time
+
+
+def concurrency_pool(settings: Settings, role: ComputeRole) -> str:
+    """The concurrency pool of the compute target a role's tasks run on.
+
+    Roles on the same target share it (and its limit): an AzureML compute cluster, pipeline endpoint or
+    batch endpoint, an Azure Batch pool (or, for ephemeral auto pools, the account's quota). Local
+    tasks run beside their run worker, which in production is a container of its own, so there the pool
+    is the kind of work: `local:training` (ingest and training) or `local:scoring`.
+    """
+    choice = settings.compute.for_role(role)
+    if choice == "local":
+        return "local:training" if role in TRAINING_KIND else "local:scoring"
+    if choice == "azure_batch":
+        batch = settings.azure_batch
+        if batch.pool_mode == "ephemeral":
+            host = urlsplit(batch.account_url or "").hostname or "default"
+            return f"azure-batch-account:{batch.account_name or host.split('.')[0]}"
+        return f"azure-batch-pool:{batch.pool_id}"
+    aml = settings.azureml
+    if role == "training" and aml.training == "command_job":
+        return f"azureml-cluster:{aml.compute_cluster}"
+    if role == "training":
+        return f"azureml-pipeline-endpoint:{aml.pipeline_endpoint_id or aml.pipeline_endpoint}"
+    return f"azureml-batch-endpoint:{aml.batch_endpoint}"
+
+
+def pool_limit(settings: Settings, role: ComputeRole) -> int:
+    """How many runs may use the pool of `role`'s compute target at once: 1 when ingest or training
+    uses it (one training at a time), else MNIST_POOL_SCORING_LIMIT."""
+    pool = concurrency_pool(settings, role)
+    if any(concurrency_pool(settings, other) == pool for other in TRAINING_KIND):
+        return 1
+    return settings.pools.scoring_limit

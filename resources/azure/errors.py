@@ -34,6 +34,10 @@ STATUS_HINTS: Mapping[int, str] = {
     409: "conflict with the current state of the resource",
 }
 
+# AzureML's error codes for a job or step that failed through no fault of its own (the service, the
+# compute, a node lost or preempted); anything else (UserError above all) is the job's own failure.
+SYSTEM_ERROR_CODES = frozenset({"SystemError", "ServiceError", "InternalServerError", "ServiceUnavailable"})
+
 SIGN_IN_HINT = (
     "Sign in with 'az login', use a managed identity, or set AZURE_TENANT_ID, AZURE_CLIENT_ID and "
     "AZURE_CLIENT_SECRET for a service principal."
@@ -195,3 +199,10 @@ def first_line(err: BaseException) -> str:
     """The first line of an exception's text, scrubbed (SDK errors repeat the whole response below it)."""
     lines = str(getattr(err, "message", None) or err).strip().splitlines()
     return scrub(lines[0]) if lines else type(err).__name__
+
+
+def system_failure(codes: list[str | None]) -> bool:
+    """Whether a failed AzureML job's error codes (the job's, its failed steps') all blame the
+    infrastructure (`SYSTEM_ERROR_CODES`), so that running the job again may work; no code: False."""
+    known = [code for code in codes if code]
+    return bool(known) and all(code in SYSTEM_ERROR_CODES for code in known)

@@ -13,7 +13,12 @@ read new log lines, collect outputs. The object store travels with every call th
 - cancel the remote job when the Dagster run is cancelled;
 - on failure, fail the step with the workload's own explanation when it gave one (`workload.failure`:
   what was wrong, in which file, expected and found), else the job's end state, with the end of the
-  job's stderr (`stderr_tail`) below (`WorkloadFailed`, a `dg.Failure`).
+  job's stderr (`stderr_tail`) below (`WorkloadFailed`, a `dg.Failure`);
+- say whether a retry may help: only a job the infrastructure lost (`JobStatus.retryable`: a node
+  preempted or lost, a service-side error) lets the step's RetryPolicy retry; a job that failed on
+  its own (bad input, a workload error) and a permanent Azure error (a 4xx) fail the step once
+  (`allow_retries=False`). A transient Azure error that outlasted azure-core's retries, or a lost
+  connection, propagates as it is, so the RetryPolicy retries the step, which reattaches.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from dagster._core.pipes.reattach import (
     record_external_reattach,
 )
 
+from resources.azure.errors import PermanentAzureError
 from resources.storage import ObjectStore
 from workload.failure import FAILURE_PREFIX, PIPES_KEY
 from workload.failure import FIELDS as FAILURE_FIELDS
@@ -62,8 +68,12 @@ class JobState(StrEnum):
 
 @dataclass(frozen=True)
 class JobStatus:
+    """A job's state, the service's message, and for a failed job whether the infrastructure lost it
+    (`retryable`: preempted or lost node, a service-side error), so that running it again may work."""
+
     state: JobState
     message: str | None = None
+    retryable: bool = False
 
 
 @dataclass(frozen=True)
@@ -99,6 +109,9 @@ class WorkloadResult:
 class WorkloadFailed(dg.Failure):
     """A workload job that did not succeed, as the step's own failure (what the UI shows first).
 
+    `allow_retries` is true only for a job the infrastructure lost (`JobStatus.retryable`): the
+    step's RetryPolicy then retries it, and the retry submits exactly one successor job.
+
     When the workload explained the failure (`workload.failure`: what was wrong, in which file, what
     was expected and found), the description's first line says exactly that, the same on every backend;
     below it, which job on which backend, the service's message and the end of the job's stderr (the
@@ -117,13 +130,16 @@ class WorkloadFailed(dg.Failure):
         backend: str = "",
         task: str = "",
         job_url: str | None = None,
+        allow_retries: bool = False,
     ) -> None:
         self.job_id = job_id
         self.state = state
         self.record = dict(record) if record else None
         ended = f"job {job_id} ended {state.value}" + (f": {message}" if message else "")
         tail = "\n".join(line for line in stderr_tail.splitlines() if not line.startswith(FAILURE_PREFIX))
-        metadata: dict[str, Any] = {"job": job_id, "backend": backend, "task": task, "state": state.value}
+        metadata: dict[str, Any] = {
+            "job": job_id, "backend": backend, "task": task, "state": state.value, "retryable": allow_retries,
+        }  # fmt: skip
         if job_url:
             metadata["job_url"] = dg.MetadataValue.url(job_url)
         if self.record:
@@ -139,7 +155,11 @@ class WorkloadFailed(dg.Failure):
         else:
             headline, below = ended, tail
         self.headline = headline
-        super().__init__(description=f"{headline}\n{below}" if below else headline, metadata=metadata)
+        super().__init__(
+            description=f"{headline}\n{below}" if below else headline,
+            metadata=metadata,
+            allow_retries=allow_retries,
+        )
 
 
 def failure_record(custom_messages: Sequence[Any], *texts: str | None) -> dict[str, str] | None:
@@ -303,6 +323,9 @@ class ComputeBackend(dg.ConfigurableResource, ABC):
         self.check_store(store)
         try:
             return self._run(context, request, store)
+        except PermanentAzureError as err:
+            # A 4xx, a missing resource or permission: the same call would fail the same way again.
+            raise dg.Failure(description=str(err), allow_retries=False) from err
         finally:
             self.release(context.log)
 
@@ -351,9 +374,17 @@ class ComputeBackend(dg.ConfigurableResource, ABC):
         if status.state is not JobState.SUCCEEDED:
             tail = self.stderr_tail(job_id, store) if status.state is JobState.FAILED else ""
             record = failure_record(session.get_custom_messages(), status.message, tail)
+            # The workload's own failure record means it judged its input or itself: never retried.
+            retryable = status.state is JobState.FAILED and status.retryable and record is None
+            if retryable:
+                context.log.warning(
+                    f"Job {job_id} was lost to the infrastructure ({status.message}): the step may be retried, "
+                    "which submits one new job"
+                )
             raise WorkloadFailed(
                 job_id, status.state, status.message, stderr_tail=tail, record=record,
                 backend=self.client_name, task=request.task, job_url=self.job_url(job_id),
+                allow_retries=retryable,
             )  # fmt: skip
         self.collect_outputs(job_id, request, store)
         return WorkloadResult(

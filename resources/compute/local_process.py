@@ -2,7 +2,9 @@
 
 Each job has a folder named after its idempotency key, so a retried step finds it again.
 The task runs under `sh`, which records the exit code in the folder, so even a step process that
-did not start the job (a retry after a crash) can tell how it ended.
+did not start the job (a retry after a crash) can tell how it ended. A task killed by a signal from
+outside (preemption, the OOM killer) or gone without an exit code failed for want of a machine, not
+by itself: its failure is retryable. A retry resubmits in the same folder, one job again.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from .base import ComputeBackend, JobState, JobStatus, WorkloadRequest, last_lin
 from .outputs import publish_dir
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+SIGNALLED = 128  # an exit code above this: the task was killed by signal (code - 128)
 
 
 class LocalProcessBackend(ComputeBackend):
@@ -144,12 +147,17 @@ class LocalProcessBackend(ComputeBackend):
                 return JobStatus(JobState.SUCCEEDED)
             if (job_dir / "canceled").exists():
                 return JobStatus(JobState.CANCELED, "cancelled from Dagster")
+            if code > SIGNALLED:  # sh reports a child killed by signal N as 128 + N
+                signame = _signal_name(code - SIGNALLED)
+                # Killed from outside (the machine's preemption, the OOM killer, an operator's kill):
+                # the task itself did not fail, so running it again may work.
+                return JobStatus(JobState.FAILED, f"killed by {signame} (exit code {code})", retryable=True)
             return JobStatus(JobState.FAILED, f"exit code {code}")
         if _alive(int((job_dir / "pid").read_text())):
             return JobStatus(JobState.RUNNING)
         if (job_dir / "canceled").exists():
             return JobStatus(JobState.CANCELED, "cancelled from Dagster")
-        return JobStatus(JobState.FAILED, "the process disappeared without an exit code")
+        return JobStatus(JobState.FAILED, "the process disappeared without an exit code", retryable=True)
 
     def wait(self, job_id: str, seconds: float) -> JobStatus:
         proc = self._procs.get(job_id)
@@ -212,6 +220,13 @@ def _alive(pid: int) -> bool:
             return fh.read().split(")")[-1].split()[0] != "Z"
     except OSError:
         return True
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
 
 
 def _pythonpath() -> str:

@@ -263,6 +263,56 @@ def test_fault_at_every_call_still_gives_exactly_one_task_per_step(
         assert store.get_bytes("results/x/sub/nested.txt") == b"nested"
 
 
+def step_retries(result: dg.ExecuteInProcessResult) -> int:
+    return sum(
+        1
+        for e in INSTANCE.all_logs(result.run_id)
+        if e.dagster_event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY
+    )
+
+
+def test_a_task_lost_with_its_node_is_retried_with_exactly_one_successor_job(
+    fake: BatchFake, store: AzureBlobObjectStore, tmp_path: Path
+) -> None:
+    """failureInfo category servererror (the node was lost): the RetryPolicy retries the step, whose
+    lookup finds the failed job (not reattachable) and submits exactly one successor, `<job>-r2`."""
+    ledger = tmp_path / "ledger"
+    fake.lose_nodes(1)
+    result = run(make_backend(fake), store, {"ledger": str(ledger), "seconds": 0.2}, retries=2)
+    assert result.success, failure_text(result)
+    assert step_retries(result) == 1
+    job_id = job_of(result)
+    assert job_id.endswith("-r2")
+    base = job_id.removesuffix("-r2")
+    assert [j for j, _ in fake.tasks_created if j.startswith(base)] == [base, job_id], "one job per attempt"
+
+
+def test_a_task_that_failed_by_itself_fails_the_step_once(
+    fake: BatchFake, store: AzureBlobObjectStore, tmp_path: Path
+) -> None:
+    """failureInfo category usererror (the task's exit code): retrying would fail the same way."""
+    ledger = tmp_path / "ledger"
+    result = run(make_backend(fake), store, {"ledger": str(ledger), "fail": 2}, retries=2)
+    assert not result.success
+    assert step_retries(result) == 0 and launches(ledger) == 1
+
+
+def test_a_503_storm_outlasting_the_client_retries_retries_the_step_which_reattaches(
+    fake: BatchFake, store: AzureBlobObjectStore, tmp_path: Path
+) -> None:
+    """Status reads answered 503 more times than azure-core retries: TransientAzureError fails the
+    attempt, the RetryPolicy retries the step, and the retry follows the task already submitted."""
+    ledger = tmp_path / "ledger"
+    backend = make_backend(fake, call_attempts=2)
+    fake.inject("Tasks_GetTask", "503", times=2, skip=1)
+    result = run(backend, store, {"ledger": str(ledger), "seconds": 0.5}, retries=2)
+    assert result.success, failure_text(result)
+    assert step_retries(result) == 1
+    job_id = job_of(result)
+    assert [j for j, _ in fake.tasks_created if j.startswith(job_id)] == [job_id], "the retry reattached"
+    assert launches(ledger) == 1
+
+
 def test_bad_key_fails_at_once_with_what_to_fix_and_no_secret(fake: BatchFake) -> None:
     wrong = "c2VjcmV0LXdyb25nLWtleS0xMjM0NTY3ODkwMTIzNDU2"
     backend = make_backend(fake, account_key=wrong)

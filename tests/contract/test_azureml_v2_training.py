@@ -147,6 +147,36 @@ def test_remote_failure_shows_the_job_error_and_a_retry_submits_a_successor(
     assert compute.submit(request, store, {}) == second, "a job still running or done gets no successor"
 
 
+def test_a_job_failed_by_azureml_itself_is_retried_with_one_successor_and_a_user_error_is_not(
+    fake: FakeAzureMLV2, store: ObjectStore
+) -> None:
+    """Run history's error code decides: SystemError (the service or the compute) lets the
+    RetryPolicy retry the step, which submits exactly one successor (`-2`); UserError fails once."""
+    fake.fail_next, fake.fail_next_code = "Node was preempted", "SystemError"
+    before = set(fake.command_jobs)
+    result = materialize(backend(fake), store, retries=2)
+    assert result.success, error_text(result)
+    names = sorted(set(fake.command_jobs) - before)
+    assert [n[-2:] for n in names] == ["-1", "-2"], names
+    assert (
+        sum(
+            e.dagster_event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY
+            for e in INSTANCE.all_logs(result.run_id)
+        )
+        == 1
+    )
+
+    fake.fail_next = "User process 'python' exited with status code 1"
+    before = set(fake.command_jobs)
+    failed = materialize(backend(fake), store, retries=2)
+    assert not failed.success
+    assert len(set(fake.command_jobs) - before) == 1
+    assert not any(
+        e.dagster_event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY
+        for e in INSTANCE.all_logs(failed.run_id)
+    )
+
+
 class InterruptedBackend(AzureMLCommandJobBackend):
     def wait(self, job_id: str, seconds: float) -> JobStatus:
         return interrupt_if_running(super().wait(job_id, seconds))

@@ -134,11 +134,43 @@ def test_failure_surfaces_stderr(tmp_path: Path) -> None:
     assert not (tmp_path / "store" / "results").exists(), "a failed job publishes no outputs"
 
 
-def test_retry_after_remote_failure_resubmits(tmp_path: Path) -> None:
+def retries_of(result: dg.ExecuteInProcessResult) -> int:
+    return sum(
+        1
+        for e in INSTANCE.all_logs(result.run_id)
+        if e.dagster_event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY
+    )
+
+
+def test_a_job_lost_to_the_machine_is_retried_with_exactly_one_new_job(tmp_path: Path) -> None:
+    """A task killed from outside (a preempted node: SIGKILL) is an infrastructure failure: the
+    RetryPolicy retries the step, which submits exactly one successor job (a job that ended FAILED
+    cannot be reattached), and the run succeeds."""
+    ledger = tmp_path / "ledger"
+    params = {"ledger": str(ledger), "preempt": 1}
+    result = run(tmp_path, backend(LocalProcessBackend, tmp_path), params, retries=2)
+    assert result.success
+    assert retries_of(result) == 1
+    assert launches(ledger) == 2, "one job per attempt that needed one: the lost one and its successor"
+    assert any("lost to the infrastructure" in m and "SIGKILL" in m for m in log_lines(result))
+
+
+def test_a_failing_workload_fails_once(tmp_path: Path) -> None:
+    """A job that failed on its own (its code exited non-zero) would fail again: no retry, one job."""
     ledger = tmp_path / "ledger"
     result = run(
-        tmp_path, backend(LocalProcessBackend, tmp_path), {"ledger": str(ledger), "fail": 3}, retries=1
+        tmp_path, backend(LocalProcessBackend, tmp_path), {"ledger": str(ledger), "fail": 3}, retries=2
     )
     assert not result.success
-    # A terminally failed job is not reattached: the retry launched a fresh one.
-    assert launches(ledger) == 2
+    assert retries_of(result) == 0 and launches(ledger) == 1
+
+
+def test_bad_input_fails_once_with_what_was_wrong(tmp_path: Path) -> None:
+    """Even a job killed after refusing its input is not retried when it gave its failure record."""
+    ledger = tmp_path / "ledger"
+    params = {"ledger": str(ledger), "bad_input": True}
+    result = run(tmp_path, backend(LocalProcessBackend, tmp_path), params, retries=2)
+    assert not result.success
+    assert retries_of(result) == 0 and launches(ledger) == 1
+    failure = result.get_step_failure_events()[0].step_failure_data.error
+    assert failure is not None and "not an MNIST image file" in failure.to_string()

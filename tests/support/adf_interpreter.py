@@ -277,6 +277,20 @@ def _int(value: Any) -> int:
         raise AdfExpressionError(f"int(): cannot convert {value!r}") from None
 
 
+def _numbers(name: str, *values: Any) -> tuple[Any, ...]:
+    if any(isinstance(v, bool) or not isinstance(v, int | float) for v in values):
+        raise AdfExpressionError(f"{name}() expects numbers, got {', '.join(_type_name(v) for v in values)}")
+    return values
+
+
+def _split(text: Any, separator: Any) -> list[str]:
+    if not isinstance(text, str) or not isinstance(separator, str) or not separator:
+        raise AdfExpressionError(
+            f"split() expects two strings, got {_type_name(text)}, {_type_name(separator)}"
+        )
+    return text.split(separator)
+
+
 # name -> (arity, implementation on evaluated arguments). `if`, `and`, `or`, `coalesce` are lazy (below).
 FUNCTIONS: dict[str, tuple[int | tuple[int, int], Callable[..., Any]]] = {
     "equals": (2, lambda a, b: _equals(a, b)),
@@ -296,6 +310,10 @@ FUNCTIONS: dict[str, tuple[int | tuple[int, int], Callable[..., Any]]] = {
     "empty": (1, lambda v: v is None or (isinstance(v, str | list | dict) and len(v) == 0)),
     "substring": ((2, 3), _substring),
     "sub": (2, lambda a, b: a - b),
+    "add": (2, lambda a, b: (lambda x, y: x + y)(*_numbers("add", a, b))),
+    "mul": (2, lambda a, b: (lambda x, y: x * y)(*_numbers("mul", a, b))),
+    "max": ((1, 99), lambda *values: max(_numbers("max", *values))),
+    "split": (2, _split),
 }
 LAZY = ("if", "and", "or", "coalesce")
 

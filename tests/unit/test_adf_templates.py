@@ -21,7 +21,7 @@ from adf_bridge.templates import cli
 from adf_bridge.templates.arm import build_arm_template
 from adf_bridge.templates.jobs import JobInfo, jobs_of_code_location
 from adf_bridge.templates.output import OUTPUT_DIR, generate, stale_files
-from adf_bridge.templates.pipeline import build_pipeline
+from adf_bridge.templates.pipeline import STOP_MARGIN_SECONDS, build_pipeline
 from adf_bridge.templates.queries import LAUNCH_QUERY
 from assets.model import TrainingConfig
 from tests.support.adf_interpreter import (
@@ -222,6 +222,7 @@ def test_launch_body_is_valid_json_whatever_the_names_contain() -> None:
                 "run_config": {"ops": {}},
                 "tags": [{"key": "team", "value": "x"}],
                 "partition_key": tricky,
+                "timeout": "1.02:03:04",
             },
             "RunId": "r-1",
             "Pipeline": 'my "pipe"',
@@ -238,6 +239,8 @@ def test_launch_body_is_valid_json_whatever_the_names_contain() -> None:
         "adf/pipeline_name": 'my "pipe"',
         "adf/factory": "fac",
         "dagster/partition": tricky,
+        # The pipeline's timeout less the stop margin, in seconds: the run stops before the wait does.
+        "dagster/max_runtime": str(86400 + 2 * 3600 + 3 * 60 + 4 - STOP_MARGIN_SECONDS),
     }
     assert body["variables"]["executionParams"]["selector"]["jobName"] == "score_batch"
     assert body["query"] == LAUNCH_QUERY
@@ -249,6 +252,35 @@ def test_launch_body_is_valid_json_whatever_the_names_contain() -> None:
         "executionParams"
     ]["executionMetadata"]["tags"]
     assert {t["key"]: t["value"] for t in tags}["adf/pipeline_run_id"] == "r-1"
+
+
+@pytest.mark.parametrize(
+    ("timeout", "seconds"),
+    [
+        ("1.00:00:00", 86400 - STOP_MARGIN_SECONDS),
+        ("02:00:00", 7200 - STOP_MARGIN_SECONDS),
+        ("0.00:03:00", 60),
+    ],
+)
+def test_the_run_gets_the_pipelines_timeout_as_its_max_runtime(timeout: str, seconds: int) -> None:
+    """ADF's `timeout` (d.hh:mm:ss or hh:mm:ss) becomes the run's dagster/max_runtime, less the stop
+    margin and at least the gateway's minimum; the Until keeps the `timeout` itself."""
+    pipeline = build_pipeline(JobInfo("train_model", "", {}, partitioned=False))
+    activities = {a["name"]: a for a in pipeline["properties"]["activities"]}
+    scope = Scope(
+        pipeline={
+            "parameters": {"run_config": {}, "tags": [], "timeout": timeout},
+            "RunId": "r", "Pipeline": "p", "DataFactory": "f",
+        },
+        activities={},
+        variables={},
+    )  # fmt: skip
+    tags = evaluate_value(activities["Launch"]["typeProperties"]["body"], scope)["variables"][
+        "executionParams"
+    ]["executionMetadata"]["tags"]
+    assert {t["key"]: t["value"] for t in tags}["dagster/max_runtime"] == str(seconds)
+    wait = activities["Wait for run"]["typeProperties"]["timeout"]
+    assert evaluate_value(wait, scope) == timeout
 
 
 class _CannedDagster(ThreadingHTTPServer):

@@ -92,6 +92,31 @@ def test_tags_pass_through_unchanged_including_the_idempotency_tag() -> None:
     assert decision.forward["variables"]["executionParams"]["executionMetadata"] == value["executionMetadata"]
 
 
+@pytest.mark.parametrize(
+    ("value", "allowed"),
+    [
+        ("60", True),
+        ("86100", True),
+        ("604800", True),
+        ("59", False),
+        ("604801", False),
+        ("1e5", False),
+        ("-600", False),
+        ("", False),
+    ],
+)
+def test_a_max_runtime_tag_passes_only_as_whole_seconds_within_bounds(value: str, allowed: bool) -> None:
+    """The generated pipelines send their timeout as dagster/max_runtime; anything else (a typo, a
+    run that could never end) is refused before it reaches Dagster."""
+    tags = params()
+    tags["executionMetadata"]["tags"].append({"key": "dagster/max_runtime", "value": value})
+    decision = launch({"executionParams": tags})
+    if allowed:
+        assert decision.allowed, decision
+    else:
+        denied(decision, 400, "dagster/max_runtime", "whole seconds from 60 to 604800")
+
+
 def test_partition_tag_mode_default_and_pipeline_name_are_fine() -> None:
     value = params(mode="default")
     value["executionMetadata"]["tags"].append({"key": "dagster/partition", "value": "batch-1"})

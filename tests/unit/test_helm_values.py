@@ -147,6 +147,7 @@ def test_the_chart_renders_the_kubernetes_instance() -> None:
     assert v["global"]["postgresqlSecretName"] == rendered["postgres_password_secret"]
     assert v["serviceAccount"]["name"] == rendered["service_account_name"]
     assert snake(daemon["runMonitoring"]) == instance["run_monitoring"]
+    assert snake(daemon["runRetries"]) == instance["run_retries"]
     assert snake(daemon["sensors"]) == instance["sensors"]
     assert snake(daemon["schedules"]) == instance["schedules"]
     assert v["retention"]["sensor"]["purgeAfterDays"] == instance["retention"]["sensor"]["purge_after_days"]

@@ -1,6 +1,6 @@
 """The run coordinator's own rules, on the shipped instances' settings (SQLite, in process): a
 duplicate idempotency key is honoured only for the same launch, a refused launch leaves no run, and
-the pools' limits are set from dagster.yaml. Partitions checked at launch need a code location's asset
+the pools' limits are set from the code location's steps, or dagster.yaml. Partitions checked at launch need a code location's asset
 graph: tests/e2e/test_launch_seams.py checks them through a real webserver."""
 
 from __future__ import annotations
@@ -109,18 +109,97 @@ def test_a_re_execution_is_queued_although_it_inherits_the_key(instance: dg.Dags
     assert queued.run_id == retry.run_id and queued.status == dg.DagsterRunStatus.QUEUED
 
 
-def test_pool_limits_are_set_from_dagster_yaml_before_a_run_is_queued(instance: dg.DagsterInstance) -> None:
-    coordinator = instance.run_coordinator
-    assert isinstance(coordinator, IdempotentQueuedRunCoordinator)
-    assert coordinator.pool_limits == {"mnist-training": 1, "mnist-scoring": 8}
+def planned_run(instance: dg.DagsterInstance, job: str) -> dg.DagsterRun:
+    """A run of one of the code location's jobs, with its execution plan (the steps' pools and tags),
+    as the webserver creates it for a launch (default settings: everything local)."""
+    from orchestration.definitions import build_definitions
+    from orchestration.settings import Settings
+
+    job_def = build_definitions(Settings.from_env({})).resolve_job_def(job)
+    origin = RemoteJobOrigin(
+        RemoteRepositoryOrigin(RegisteredCodeLocationOrigin("mnist"), "__repository__"), job
+    )
+    return instance.create_run_for_job(
+        job_def, run_config={}, tags={"dagster/partition": "b1"}, remote_job_origin=origin
+    )
+
+
+def test_simultaneous_duplicates_through_separate_coordinators_of_one_process_start_one_run(
+    instance: dg.DagsterInstance,
+) -> None:
+    """Dagster builds an instance's coordinator lazily and without a lock: the first launches arriving
+    together in a fresh webserver can each get a coordinator object of their own. They still queue one
+    run per key."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    ref = instance.get_ref()
+    coordinators = []
+    for _ in range(6):
+        coordinator = ref.run_coordinator
+        assert isinstance(coordinator, IdempotentQueuedRunCoordinator)
+        coordinator.register_instance(instance)
+        coordinators.append(coordinator)
+    runs = [new_run(instance, "train_model", {KEY: "k-simultaneous"}) for _ in coordinators]
+
+    def go(i: int) -> str:
+        context = SubmitRunContext(runs[i], workspace=cast(Any, None))
+        return coordinators[i].submit_run(context).run_id
+
+    with ThreadPoolExecutor(6) as pool:
+        answered = set(pool.map(go, range(6)))
+    assert len(answered) == 1
+    queued = instance.get_runs(dg.RunsFilter(tags={KEY: "k-simultaneous"}))
+    assert [r.run_id for r in queued] == list(answered)
+
+
+def test_pool_limits_come_from_the_code_location_before_a_run_is_queued(instance: dg.DagsterInstance) -> None:
+    """The limits of the compute targets' pools travel with the steps (tag mnist/pool_limit): a launch
+    of either job sets them in storage; a limit changed by hand is put back at the next launch."""
     granularity = instance.get_concurrency_config().pool_config.pool_granularity
     assert granularity is not None and granularity.value == "run", "a pool's limit counts runs"
-    submit(instance, new_run(instance, "train_model", {}))
-    assert pool_limits(instance) == {"mnist-training": 1, "mnist-scoring": 8}
-    # A limit changed by hand (UI, CLI) is put back at the next launch: dagster.yaml is the truth.
-    instance.event_log_storage.set_concurrency_slots("mnist-training", 3)
-    submit(instance, new_run(instance, "train_model", {}))
-    assert pool_limits(instance)["mnist-training"] == 1
+    coordinator = instance.run_coordinator
+    assert isinstance(coordinator, IdempotentQueuedRunCoordinator) and coordinator.pool_limits == {}
+    submit(instance, planned_run(instance, "mnist_pipeline"))
+    assert pool_limits(instance) == {"local:training": 1, "local:scoring": 8}
+    instance.event_log_storage.set_concurrency_slots("local:training", 3)
+    submit(instance, planned_run(instance, "train_model"))
+    assert pool_limits(instance)["local:training"] == 1
+
+
+def test_a_pool_row_created_meanwhile_by_another_process_does_not_fail_the_launch(
+    instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Dagster creates a pool's row by select-then-insert: when another process (a concurrent launch, the
+    daemon) created it in between, the insert fails with a unique violation (seen on PostgreSQL with
+    simultaneous ADF launches). The launch sets the limit again instead of failing with HTTP 500."""
+    from sqlalchemy.exc import IntegrityError
+
+    import instance_plugins.run_coordinator as coordinator_module
+
+    real = coordinator_module.set_pool_limit
+    raised: list[str] = []
+
+    def racing(inst: dg.DagsterInstance, pool: str, limit: int) -> None:
+        if not raised:
+            raised.append(pool)
+            real(inst, pool, limit)  # the other process's row
+            raise IntegrityError("INSERT INTO concurrency_limits", {}, Exception("duplicate key value"))
+        real(inst, pool, limit)
+
+    monkeypatch.setattr(coordinator_module, "set_pool_limit", racing)
+    instance.event_log_storage.set_concurrency_slots("local:scoring", 3)
+    queued = submit(instance, planned_run(instance, "score_batch"))
+    assert queued.status == dg.DagsterRunStatus.QUEUED
+    assert raised == ["local:scoring"] and pool_limits(instance)["local:scoring"] == 8
+
+
+def test_dagster_yaml_pool_limits_override_the_code_location(tmp_path: Path) -> None:
+    config = local_variant(yaml.safe_load(PRODUCTION_YAML.read_text()), tmp_path, postgres_url=None)
+    config["run_coordinator"]["config"]["pool_limits"] = {"local:scoring": 2}
+    (tmp_path / "dagster.yaml").write_text(yaml.safe_dump(config))
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        submit(instance, planned_run(instance, "score_batch"))
+        assert pool_limits(instance) == {"local:scoring": 2}
 
 
 def test_a_pool_limit_out_of_range_fails_at_load_naming_it(tmp_path: Path) -> None:

@@ -45,7 +45,7 @@ from urllib.parse import quote
 import dagster as dg
 from pydantic import PrivateAttr
 
-from resources.azure.errors import PermanentAzureError, TransientAzureError
+from resources.azure.errors import PermanentAzureError, TransientAzureError, system_failure
 from resources.azure.rest import ARM_SCOPE
 from resources.compute.base import STDERR_TAIL_LINES, JobState, JobStatus, WorkloadRequest
 from resources.compute.outputs import completion_marker, is_complete
@@ -53,7 +53,7 @@ from resources.storage import AzureBlobObjectStore, ObjectStore
 
 from .batch_endpoint_scoring import _STATES as JOB_STATES
 from .batch_endpoint_scoring import API_VERSION
-from .run_history import DIGEST_PROPERTY, KEY_PROPERTY, Step, WorkspaceRuns, run_error
+from .run_history import DIGEST_PROPERTY, KEY_PROPERTY, Step, WorkspaceRuns
 from .workspace import AzureMLBackend, LogLinePipesReader
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
@@ -303,17 +303,24 @@ class AzureMLCommandJobBackend(AzureMLBackend):
         info = self._remember(job_id, job)
         state = self._state(info.status)
         if state is JobState.FAILED:
-            return JobStatus(state, self._failure_message(job_id, info))
+            message, code = self._failure(job_id, info)
+            # Retryable only when run history blames the service or the compute (SystemError).
+            return JobStatus(state, message, retryable=system_failure([code]))
         if state is JobState.CANCELED:
             return JobStatus(state, f"command job {job_id} is {info.status}; see {self.job_url(job_id)}")
         return JobStatus(state)
 
-    def _failure_message(self, job_id: str, info: _JobInfo) -> str:
-        """The job's error as run history reports it (what the studio shows), and where to look."""
-        error = None
+    def _failure(self, job_id: str, info: _JobInfo) -> tuple[str, str | None]:
+        """The job's error as run history reports it (what the studio shows), and where to look; and
+        its error code (UserError, SystemError...)."""
+        error: dict[str, Any] = {}
         with contextlib.suppress(TransientAzureError, PermanentAzureError):
-            error = run_error(self._history().run_details(job_id))
-        return f"command job {job_id} is {info.status}: {error or 'no error reported'}; see {self.job_url(job_id)}"
+            details = self._history().run_details(job_id)
+            error = (details.get("error") or {}).get("error") or {}
+        message = error.get("message")
+        code = error.get("code")
+        words = f"command job {job_id} is {info.status}: {message or 'no error reported'}; see {self.job_url(job_id)}"
+        return words, str(code) if code else None
 
     def cancel(self, job_id: str) -> None:
         self._api().call(

@@ -27,7 +27,7 @@ from urllib.parse import quote
 import dagster as dg
 from pydantic import PrivateAttr
 
-from resources.azure.errors import PermanentAzureError
+from resources.azure.errors import PermanentAzureError, system_failure
 from resources.azure.retry import Backoff, submit_once
 from resources.compute.base import JobState, JobStatus, WorkloadRequest
 from resources.compute.outputs import completion_marker, copy_prefix, is_complete
@@ -252,7 +252,9 @@ class AzureMLPipelineBackend(AzureMLBackend):
         info.status_code, info.status_detail = code, status.get("StatusDetail")
         state = _STATES.get(code.lower(), JobState.QUEUED)
         if state is JobState.FAILED:
-            return JobStatus(state, self._failure_message(job_id, info))
+            # Retryable only when every failed step blames the service or the compute (SystemError).
+            retryable = system_failure(self._history(job_id).step_error_codes(job_id))
+            return JobStatus(state, self._failure_message(job_id, info), retryable=retryable)
         if state is JobState.CANCELED:
             return JobStatus(state, info.status_detail or "canceled")
         return JobStatus(state)

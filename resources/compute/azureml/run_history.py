@@ -125,6 +125,16 @@ class RunHistory:
                 errors.append(f"step {name}: {error or 'failed'}")
         return errors
 
+    def step_error_codes(self, run_id: str) -> list[str | None]:
+        """The error code (UserError, SystemError...) of each failed step, None where none was given."""
+        codes: list[str | None] = []
+        with contextlib.suppress(TransientAzureError, PermanentAzureError):
+            for child in self.children(run_id):
+                if str(child.get("status", "")).lower() == "failed":
+                    details = self.details(str(child["runId"]))
+                    codes.append(((details.get("error") or {}).get("error") or {}).get("code"))
+        return codes
+
     def new_lines(self, run_id: str, steps: dict[str, Step], pipes: LogLinePipesReader | None) -> list[str]:
         """Step transitions and new log lines since the last call; Pipes messages go to `pipes`."""
         lines: list[str] = []

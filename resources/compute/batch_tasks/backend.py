@@ -249,9 +249,14 @@ class AzureBatchBackend(AzureBatchConfig):
         if info is not None and info.exit_code is not None:
             parts.append(f"exit code {info.exit_code}")
         failure = info.failure_info if info is not None else None
+        category = str(getattr(failure.category, "value", failure.category)) if failure is not None else ""
         if failure is not None:
-            parts.append(f"{failure.category} error {failure.code}: {failure.message}")
-        return JobStatus(JobState.FAILED, "; ".join(parts or ["task failed"]))
+            parts.append(f"{category} error {failure.code}: {failure.message}")
+        # Batch's own category: ServerError is the service's or the node's doing (a node lost or
+        # preempted mid-task, a failed download by the node agent), UserError the task's. Only the
+        # former may pass on a successor job (`<base>-r<n>`).
+        server = category.lower() == "servererror"
+        return JobStatus(JobState.FAILED, "; ".join(parts or ["task failed"]), retryable=server)
 
     def _queue_problem(self, job_id: str) -> str | None:
         """Why the queued task can never start, looked at once every `queue_check_seconds`."""

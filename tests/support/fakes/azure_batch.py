@@ -216,6 +216,7 @@ class BatchFake:
         self.pools: dict[str, FakePool] = {}
         self.jobs: dict[str, FakeJob] = {}
         self.faults: list[Fault] = []
+        self.lost_node_tasks = 0  # see lose_nodes
         self.log: list[LoggedRequest] = []
         self.tasks_created: list[tuple[str, str]] = []  # (job id, task id) per successful create
         self.start_task_runs = 0
@@ -282,6 +283,12 @@ class BatchFake:
                     job.end_wall -= timedelta(seconds=seconds)
 
     # ---- test controls ------------------------------------------------------------------------------------
+    def lose_nodes(self, tasks: int = 1) -> None:
+        """The next `tasks` tasks end as a task does whose node was lost mid-run: completed, result
+        failure, failureInfo category `servererror` (Batch's word for the service's or the node's fault)."""
+        with self.lock:
+            self.lost_node_tasks += tasks
+
     def inject(self, operation: str, kind: str, *, times: int = 1, skip: int = 0, delay: float = 0.0) -> None:
         with self.lock:
             self.faults.append(Fault(operation, kind, times, skip, delay))
@@ -989,6 +996,16 @@ class BatchFake:
             task.state = "running"
         code = task.process.wait()
         failure = None
+        with self.lock:
+            lost, self.lost_node_tasks = self.lost_node_tasks > 0, max(0, self.lost_node_tasks - 1)
+        if lost and not task.killed:
+            failure = {
+                "category": "servererror",
+                "code": "NodeLost",
+                "message": "The compute node running the task was lost",
+            }
+            self._finish(task, None, failure)
+            return
         if task.killed:
             failure = {"category": "usererror", "code": "TaskEnded", "message": "Task was terminated"}
         elif code != 0:

@@ -128,6 +128,9 @@ class FakeAzureMLBatch(FakeWorkspace):
         self.default_deployment: str | None = None
         self.jobs: dict[str, BatchJob] = {}
         self.fail_next: str | None = None
+        # Command jobs (azureml_v2_training): the error code of the next failure, and each failed job's.
+        self.fail_next_code = "UserError"
+        self.error_codes: dict[str, str] = {}
         self.honours_job_name = True  # False: a service that names jobs itself (what the backend must notice)
         self._epoch = datetime.now(UTC).timestamp()  # wall time of the clock's 0, for run-history times
         self._routes()

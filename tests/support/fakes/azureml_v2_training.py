@@ -181,6 +181,8 @@ class FakeAzureMLV2(FakeAzureMLBatch):
                 mounts.append(Mount(prefix.rstrip("/"), local[(kind, key)], output=kind == "outputs"))
         job = SimJob(id=name, created=self.clock.now(), queue_s=self.queue_s, run_s=self.run_s, mounts=mounts)
         fail, self.fail_next = self.fail_next, None
+        if fail:  # run history's error code for it: UserError (the job's fault) or SystemError (AzureML's)
+            self.error_codes[name], self.fail_next_code = self.fail_next_code, "UserError"
         if self.mode == "simulate" or fail:
             job.fail_message = fail
             job.simulated_log = [f"{name}: simulated training", "Execution failed" if fail else "done"]
@@ -274,7 +276,9 @@ class FakeAzureMLV2(FakeAzureMLBatch):
                 "user_logs/std_log.txt": f"{self.url}/logs/{job.name}/std_log.txt?sv=2021&sig=not-a-secret"
             }
         if sim.state == "Failed" and sim.error:
-            details["error"] = {"error": {"code": "UserError", "message": sim.error}}
+            details["error"] = {
+                "error": {"code": self.error_codes.get(job.name, "UserError"), "message": sim.error}
+            }
         specs.validate(specs.RUN_HISTORY, "RunDetails", details)
         return details
 
