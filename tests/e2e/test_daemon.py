@@ -108,9 +108,9 @@ def test_uploaded_batch_is_scored_by_itself_via_events(site: dict[str, Any]) -> 
 def test_burst_with_daemon_killed_scores_each_batch_exactly_once(site: dict[str, Any]) -> None:
     daemon: Daemon = site["daemon"]
     container = site["container"]
-    # Runs spend much of their time waiting (storage, queue, process start): four at a time keep both
-    # CPUs busy and the suite short. Exactly-once does not depend on it.
-    daemon.set_max_concurrent_runs(4)
+    # Runs spend most of their time waiting (storage, queue, process start, polls): eight at a time keep
+    # both CPUs busy and the suite short. Exactly-once does not depend on it.
+    daemon.set_max_concurrent_runs(8)
     daemon.cli("sensor", "start", "inference_batch_sensor")
     daemon.start()
     instance = daemon.instance()
