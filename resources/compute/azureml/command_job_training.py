@@ -36,7 +36,7 @@ import hashlib
 import json
 import shlex
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -54,7 +54,7 @@ from resources.storage import AzureBlobObjectStore, ObjectStore
 from .batch_endpoint_scoring import _STATES as JOB_STATES
 from .batch_endpoint_scoring import API_VERSION
 from .run_history import DIGEST_PROPERTY, KEY_PROPERTY, Step, WorkspaceRuns
-from .workspace import AzureMLBackend, LogLinePipesReader
+from .workspace import AzureMLBackend
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 WORKLOAD_PREFIX = "_compute/workload"  # workload code, one folder per content hash (as Azure Batch)
@@ -367,20 +367,6 @@ class AzureMLCommandJobBackend(AzureMLBackend):
 
     def stderr_tail(self, job_id: str, store: ObjectStore) -> str:
         return "\n".join(self._info(job_id).tail)
-
-    @contextlib.contextmanager
-    def pipes_session(
-        self, context: dg.AssetExecutionContext, request: WorkloadRequest, store: ObjectStore
-    ) -> Iterator[dg.PipesSession]:
-        reader = LogLinePipesReader()
-        self._log_pipes = reader
-        try:
-            with dg.open_pipes_session(
-                context=context, context_injector=dg.PipesEnvContextInjector(), message_reader=reader
-            ) as session:
-                yield session
-        finally:
-            self._log_pipes = None
 
     # ---- results ----------------------------------------------------------------------------------
     def collect_outputs(self, job_id: str, request: WorkloadRequest, store: ObjectStore) -> None:

@@ -18,8 +18,7 @@ Finding a run by its key, its steps and their logs go through run history (see `
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 from urllib.parse import quote
@@ -35,7 +34,7 @@ from resources.storage import ObjectStore
 from workload.pipes_bootstrap import encode_bootstrap
 
 from .run_history import DIGEST_PROPERTY, KEY_PROPERTY, RunHistory, Step
-from .workspace import AzureMLBackend, LogLinePipesReader
+from .workspace import AzureMLBackend
 
 V1_SCOPE = "https://management.core.windows.net/.default"
 # The pipelines service reports states by name, and sometimes by number.
@@ -279,20 +278,6 @@ class AzureMLPipelineBackend(AzureMLBackend):
     # ---- steps, logs, Pipes -----------------------------------------------------------------------
     def new_log_lines(self, job_id: str) -> list[str]:
         return self._history(job_id).new_lines(job_id, self._info(job_id).steps, self._log_pipes)
-
-    @contextlib.contextmanager
-    def pipes_session(
-        self, context: dg.AssetExecutionContext, request: WorkloadRequest, store: ObjectStore
-    ) -> Iterator[dg.PipesSession]:
-        reader = LogLinePipesReader()
-        self._log_pipes = reader
-        try:
-            with dg.open_pipes_session(
-                context=context, context_injector=dg.PipesEnvContextInjector(), message_reader=reader
-            ) as session:
-                yield session
-        finally:
-            self._log_pipes = None
 
     # ---- results ------------------------------------------------------------------------------------
     def collect_outputs(self, job_id: str, request: WorkloadRequest, store: ObjectStore) -> None:

@@ -18,7 +18,8 @@ from pydantic import PrivateAttr
 
 from resources.azure.credentials import token_credential
 from resources.azure.rest import AzureRest
-from resources.compute.base import ComputeBackend, JobStatus
+from resources.compute.base import ComputeBackend, JobStatus, WorkloadRequest
+from resources.storage import ObjectStore
 
 
 class AzureMLBackend(ComputeBackend):
@@ -91,6 +92,22 @@ class AzureMLBackend(ComputeBackend):
 
     def datastore_uri(self, prefix: str) -> str:
         return f"azureml://datastores/{self.datastore}/paths/{prefix.strip('/')}/"
+
+    # ---- Dagster Pipes --------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def pipes_session(
+        self, context: dg.AssetExecutionContext, request: WorkloadRequest, store: ObjectStore
+    ) -> Iterator[dg.PipesSession]:
+        """Pipes messages travel in the job's log lines (`LogLinePipesReader`), fed as the logs are read."""
+        reader = LogLinePipesReader()
+        self._log_pipes = reader
+        try:
+            with dg.open_pipes_session(
+                context=context, context_injector=dg.PipesEnvContextInjector(), message_reader=reader
+            ) as session:
+                yield session
+        finally:
+            self._log_pipes = None
 
     # ---- polling ------------------------------------------------------------------------------
     def wait(self, job_id: str, seconds: float) -> JobStatus:
