@@ -5,8 +5,8 @@ batches scored most recently (the `model_version` of their latest mnist_predicti
 from the instance's event log). Every one of them scored by another model gets one score_batch run:
 run key `<batch>@<model version>`, so a batch is requested at most once per model version, and the
 cursor remembers the batches requested for the promoted model until their runs record new predictions.
-The runs queue in the scoring concurrency pool (`mnist-scoring`) like any scoring, so rescoring never
-takes more scoring slots than the instance's `pool_limits` allow.
+The runs queue in the concurrency pool of the scoring compute target (orchestration/step_policies.py)
+like any scoring, so rescoring never takes more scoring slots than that pool's limit allows.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def rescore_sensor(recent: int, interval_seconds: int = INTERVAL_SECONDS) -> dg.
         description=(
             f"When a new model is promoted, requests one score_batch run for each of the {recent} batch(es) "
             "scored most recently by another model (run key <batch>@<model version>: once per batch and model). "
-            "The runs queue in the mnist-scoring pool. Set by MNIST_RESCORE_ON_NEW_MODEL."
+            "The runs queue in the scoring compute's concurrency pool. Set by MNIST_RESCORE_ON_NEW_MODEL."
         ),
         required_resource_keys={"storage"},
     )

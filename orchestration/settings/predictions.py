@@ -60,7 +60,7 @@ class RescoreSettings(EnvironmentSettings):
     `leave` keeps them as they are: each batch says in its metadata which model scored it. `recent:<N>`
     defines the sensor rescore_on_new_model, which requests a score_batch run for each of the N batches
     scored most recently by another model once a new model is promoted; the runs queue in the
-    mnist-scoring concurrency pool like any scoring.
+    scoring compute's concurrency pool like any scoring.
     """
 
     policy: Annotated[str, AfterValidator(_rescore_policy)] = variable(

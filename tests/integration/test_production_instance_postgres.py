@@ -59,7 +59,9 @@ def test_production_instance_builds_every_component_on_postgres(home: Path) -> N
         assert isinstance(coordinator, IdempotentQueuedRunCoordinator)
         assert coordinator.idempotency_tag == "adf/pipeline_run_id"
         assert coordinator.get_run_queue_config().max_concurrent_runs == 10
-        assert coordinator.pool_limits == {"mnist-training": 1, "mnist-scoring": 8}
+        # Pool limits come from the code location with each step (one pool per compute target); the
+        # production YAML overrides none of them.
+        assert coordinator.pool_limits == {}
         granularity = instance.get_concurrency_config().pool_config.pool_granularity
         assert granularity is not None and granularity.value == "run"
         launcher = instance.run_launcher
